@@ -1,0 +1,8 @@
+"""stylecore: the StyleNet core (Gatys et al. 2015) in TensorFlow 2, without Prefect or boto3."""
+
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU hosts) is noise for our users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

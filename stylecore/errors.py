@@ -1,0 +1,21 @@
+"""Error types of the core: each message is one line a user can act on."""
+
+
+class StyleError(Exception):
+    """Base of every error the core raises on purpose; its message is user-facing."""
+
+
+class WeightsError(StyleError):
+    """A weights file is missing, unreadable, not a network, or lacks a requested layer."""
+
+
+class ImageError(StyleError):
+    """An image cannot be used: missing, not an image, corrupt, too large or too small."""
+
+
+class OptionsError(StyleError, ValueError):
+    """An option has a wrong type or an out-of-range value."""
+
+
+class NumericalError(StyleError):
+    """The optimization diverged: a loss became NaN or infinite."""

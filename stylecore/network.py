@@ -1,0 +1,93 @@
+"""A TF2 feature extractor built from a layer list, truncated after the deepest layer asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from stylecore.errors import WeightsError
+from stylecore.netspec import Layer, NetworkWeights
+
+Features = dict[str, tf.Tensor]
+
+
+class FeatureNet:
+    """Maps mean-subtracted RGB images (B, H, W, 3) to the named layers' activations."""
+
+    def __init__(self, weights: NetworkWeights, layers: Iterable[str], pooling: str | None = None):
+        self.outputs = tuple(dict.fromkeys(layers))
+        missing = [name for name in self.outputs if name not in weights.layer_names]
+        if missing:
+            raise WeightsError(
+                f"{weights.source}: network '{weights.name}' has no layer {', '.join(missing)} "
+                f"(it has {_summary(weights.layer_names)})"
+            )
+        deepest = max(self.outputs, key=weights.layer_names.index)
+        self.weights = weights.truncated(deepest)
+        self.pooling = pooling
+        self.mean = tf.constant(weights.mean_rgb.reshape(1, 1, 1, 3), tf.float32)
+        # Constants, not variables: the graph folds them, and nothing here is ever trained.
+        self._params = [
+            (tf.constant(layer.kernel), tf.constant(layer.bias)) if layer.kind == "conv" else None
+            for layer in self.weights.layers
+        ]
+
+    def __call__(self, images: tf.Tensor) -> Features:
+        """Activations of the requested layers; `images` are mean-subtracted, float32."""
+        wanted = set(self.outputs)
+        features: Features = {}
+        x = images
+        for layer, params in zip(self.weights.layers, self._params, strict=True):
+            x = self._apply(layer, params, x)
+            if layer.name in wanted:
+                features[layer.name] = x
+        return features
+
+    def preprocess(self, rgb: np.ndarray | tf.Tensor) -> tf.Tensor:
+        """0…255 RGB, (H, W, 3) or (B, H, W, 3), to the network's mean-subtracted input."""
+        x = tf.convert_to_tensor(rgb, tf.float32)
+        if x.shape.rank == 3:
+            x = x[tf.newaxis]
+        return x - self.mean
+
+    def deprocess(self, x: tf.Tensor) -> np.ndarray:
+        """The network's input back to 0…255 RGB floats, (B, H, W, 3)."""
+        return (x + self.mean).numpy()
+
+    def _apply(self, layer: Layer, params, x: tf.Tensor) -> tf.Tensor:
+        if layer.kind == "conv":
+            kernel, bias = params
+            top, bottom, left, right = layer.pad
+            padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
+            return tf.nn.conv2d(x, kernel, (1, *layer.stride, 1), padding) + bias
+        if layer.kind == "relu":
+            return tf.nn.relu(x)
+        if layer.kind == "pool":
+            return _pool(x, layer, self.pooling or layer.pool_method)
+        if layer.kind == "softmax":
+            return tf.nn.softmax(x, axis=-1)
+        return x  # dropout and friends are the identity at inference
+
+
+def _pool(x: tf.Tensor, layer: Layer, method: str) -> tf.Tensor:
+    top, bottom, left, right = layer.pad
+    if any(layer.pad):
+        # MatConvNet pads max pooling with -inf and average pooling with zeros (counted in the mean).
+        fill = -3.4e38 if method == "max" else 0.0
+        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=fill)
+    # VALID matches MatConvNet's floor((H + pads - k) / s) + 1 output size.
+    pool = tf.nn.max_pool2d if method == "max" else tf.nn.avg_pool2d
+    return pool(x, layer.pool_size, layer.stride, "VALID")
+
+
+def _summary(names: tuple[str, ...]) -> str:
+    shown = [n for n in names if n.startswith("relu")] or list(names)
+    return f"{len(names)} layers, e.g. {', '.join(shown[:3])} … {shown[-1]}"
+
+
+def extract(net: FeatureNet, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """One image's features as float32 arrays (H, W, C), computed in a single graph call."""
+    run = tf.function(lambda x: net(net.preprocess(x)))
+    return {name: value.numpy()[0] for name, value in run(tf.constant(rgb, tf.float32)).items()}

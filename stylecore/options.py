@@ -1,0 +1,205 @@
+"""Every stylization option in one frozen dataclass, with its presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from stylecore.errors import OptionsError
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+MAX_SIZE = 8192  # longest side in pixels; past this one image needs > 100 GB of activations
+MAX_ITERATIONS = 100_000
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """What to optimize and how; one value of this is passed whole through the pipeline."""
+
+    # The network: a known name (vgg19, vgg16-hed) whose file we find, or a weights file path.
+    network: str = "vgg19"
+    weights: str | None = None  # a .mat/.h5 path; overrides the network's default file
+    pooling: str = "max"  # max | avg
+
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    content_layer_weights: tuple[float, ...] = ()  # empty: equal weights
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_layer_weight_exp: float = 1.0  # layer i weighs exp**i before normalising; 1 is equal
+
+    content_weight: float = 5.0
+    style_weight: float = 500.0
+    tv_weight: float = 1.0
+
+    style_blend: tuple[float, ...] = ()  # one weight per style; empty: equal
+    style_scale: float = 1.0  # the style's longest side = the content's × this
+    preserve_colors: bool = False  # keep the content's colours, transfer luminance only
+
+    init: str = "content"  # content | noise | a path to an image
+    init_noise: float = 0.256  # noise std in mean-subtracted pixel units (the seed's value)
+    seed: int = 0
+
+    optimizer: str = "lbfgs"  # lbfgs | adam
+    learning_rate: float = 10.0  # Adam, in pixel units
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    lbfgs_memory: int = 20  # L-BFGS history pairs (scipy's maxcor)
+    iterations: int = 300  # at the final size; coarse levels take the same number
+
+    size: int = 512  # longest side of the output, in pixels
+    levels: int = 1  # coarse-to-fine: sizes size/2**(levels-1), …, size
+
+    def __post_init__(self) -> None:
+        for problem in _problems(self):
+            raise OptionsError(problem)
+
+    def replace(self, **changes: Any) -> StyleOptions:
+        """A copy with some options changed (validated like any other)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values, tuples as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: StyleOptions | None = None) -> StyleOptions:
+        """Options from loosely typed values (CLI strings, manifest cells, JSON), over `base`."""
+        base = base or cls()
+        changes = {name: coerce(name, value) for name, value in values.items()}
+        return base.replace(**changes)
+
+
+def option_names() -> tuple[str, ...]:
+    """The names of every option, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(StyleOptions))
+
+
+def suggest(name: str, known: typing.Iterable[str]) -> str:
+    """' (did you mean x?)' for a misspelled name, or ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_FIELD_TYPES = typing.get_type_hints(StyleOptions)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert one loosely typed value (e.g. the string '0.5') to the option's type."""
+    if name not in _FIELD_TYPES:
+        raise OptionsError(f"unknown option '{name}'{suggest(name, option_names())}")
+    kind = _FIELD_TYPES[name]
+    try:
+        return _convert(kind, value)
+    except (TypeError, ValueError) as exc:
+        raise OptionsError(f"option '{name}': cannot read {value!r} as {_describe(kind)}") from exc
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None or value == "":
+            return None
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(_convert(args[0], item.strip() if isinstance(item, str) else item) for item in items if item != "")
+    if kind is bool:
+        return _to_bool(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return int(value) if not isinstance(value, str) else int(value.strip())
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    raise TypeError(kind)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+def _describe(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true/false", str: "text"}
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        return f"a comma-separated list of {_describe(args[0])}s"
+    if type(None) in args:
+        return _describe(next(a for a in args if a is not type(None)))
+    return names.get(kind, str(kind))
+
+
+def _problems(o: StyleOptions) -> typing.Iterator[str]:
+    """Each out-of-range value, as a message naming the option."""
+    if o.pooling not in ("max", "avg"):
+        yield f"option 'pooling': {o.pooling!r} is not max or avg"
+    if o.optimizer not in ("lbfgs", "adam"):
+        yield f"option 'optimizer': {o.optimizer!r} is not lbfgs or adam"
+    if not o.content_layers and o.content_weight > 0:
+        yield "option 'content_layers': empty while content_weight > 0"
+    if not o.style_layers:
+        yield "option 'style_layers': at least one style layer is needed"
+    if o.content_layer_weights and len(o.content_layer_weights) != len(o.content_layers):
+        yield "option 'content_layer_weights': needs one weight per content layer"
+    for name in ("content_weight", "style_weight", "tv_weight", "init_noise", "epsilon"):
+        if not getattr(o, name) >= 0:  # also catches NaN
+            yield f"option '{name}': must be ≥ 0, got {getattr(o, name)}"
+    for name in ("learning_rate", "style_scale", "style_layer_weight_exp"):
+        if not getattr(o, name) > 0:
+            yield f"option '{name}': must be > 0, got {getattr(o, name)}"
+    if any(not w >= 0 for w in o.style_blend + o.content_layer_weights):
+        yield "option 'style_blend'/'content_layer_weights': weights must be ≥ 0"
+    if o.style_blend and sum(o.style_blend) <= 0:
+        yield "option 'style_blend': the weights sum to zero"
+    if not 0 <= o.beta1 < 1 or not 0 <= o.beta2 < 1:
+        yield "option 'beta1'/'beta2': must be in [0, 1)"
+    if not 1 <= o.iterations <= MAX_ITERATIONS:
+        yield f"option 'iterations': must be 1…{MAX_ITERATIONS}, got {o.iterations}"
+    if not 16 <= o.size <= MAX_SIZE:
+        yield f"option 'size': must be 16…{MAX_SIZE} pixels, got {o.size}"
+    if not 1 <= o.levels <= 6 or o.size >> (o.levels - 1) < 16:
+        yield f"option 'levels': {o.levels} levels of size {o.size} go below 16 px"
+    if o.lbfgs_memory < 1:
+        yield f"option 'lbfgs_memory': must be ≥ 1, got {o.lbfgs_memory}"
+
+
+# The StyleNet recipe exactly: content relu4_2 + relu5_2, TV 100, Adam lr 10 from noise, 100 steps.
+SEED = StyleOptions(
+    content_layers=("relu4_2", "relu5_2"),
+    content_layer_weights=(0.5, 0.5),
+    content_weight=5.0,
+    style_weight=500.0,
+    tv_weight=100.0,
+    init="noise",
+    optimizer="adam",
+    learning_rate=10.0,
+    iterations=100,
+)
+DEFAULTS = StyleOptions()
+PRESETS: dict[str, StyleOptions] = {"default": DEFAULTS, "seed": SEED}
+
+
+def preset(name: str) -> StyleOptions:
+    """The preset called `name`."""
+    if name not in PRESETS:
+        raise OptionsError(f"unknown preset '{name}'{suggest(name, PRESETS)}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+__all__ = ["StyleOptions", "SEED", "DEFAULTS", "PRESETS", "preset", "coerce", "option_names", "suggest"]

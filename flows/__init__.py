@@ -1,0 +1,1 @@
+"""flows: orchestration and the edges — manifest, storage, Prefect flows, report and CLI."""

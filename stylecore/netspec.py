@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,8 +40,5 @@ class NetworkWeights:
 
     def truncated(self, deepest: str) -> NetworkWeights:
         """The same network cut after `deepest` (which must exist)."""
-        names = self.layer_names
-        end = names.index(deepest) + 1
-        return NetworkWeights(
-            self.name, self.layers[:end], self.mean_rgb, self.source, self.checksum, self.layout, self.classes
-        )
+        end = self.layer_names.index(deepest) + 1
+        return dataclasses.replace(self, layers=self.layers[:end])

@@ -74,7 +74,7 @@ class FeatureNet:
 def _pool(x: tf.Tensor, layer: Layer, method: str) -> tf.Tensor:
     top, bottom, left, right = layer.pad
     if any(layer.pad):
-        # MatConvNet pads max pooling with -inf and average pooling with zeros (counted in the mean).
+        # MatConvNet pads max pooling with -inf, average pooling with zeros (counted in the mean).
         fill = -3.4e38 if method == "max" else 0.0
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=fill)
     # VALID matches MatConvNet's floor((H + pads - k) / s) + 1 output size.

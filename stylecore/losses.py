@@ -1,0 +1,56 @@
+"""Content, style (Gram) and total-variation losses: small pure functions, one value per image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+
+def gram(features: tf.Tensor) -> tf.Tensor:
+    """Gram matrices FᵀF / (H·W·C) of (B, H, W, C) features, shape (B, C, C)."""
+    shape = tf.shape(features)
+    size = tf.cast(shape[1] * shape[2] * shape[3], features.dtype)
+    return tf.einsum("bhwc,bhwd->bcd", features, features) / size
+
+
+def layer_weights(count: int, given: Sequence[float] = (), exponent: float = 1.0) -> list[float]:
+    """Per-layer weights summing to 1: the given ones, else exponent**i (1 gives equal weights)."""
+    raw = list(given) if given else [exponent**i for i in range(count)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def content_loss(
+    features: Mapping[str, tf.Tensor],
+    targets: Mapping[str, tf.Tensor],
+    weights: Mapping[str, float],
+) -> tf.Tensor:
+    """Σ_l w_l · mean((F_l − P_l)²) per image, shape (B,)."""
+    terms = [
+        w * tf.reduce_mean(tf.square(features[name] - targets[name]), axis=(1, 2, 3))
+        for name, w in weights.items()
+    ]
+    return tf.add_n(terms)
+
+
+def style_loss(
+    features: Mapping[str, tf.Tensor],
+    target_grams: Mapping[str, tf.Tensor],
+    weights: Mapping[str, float],
+) -> tf.Tensor:
+    """Σ_l w_l · mean((G_l − A_l)²) per image, shape (B,); targets are (B or 1, C, C)."""
+    terms = [
+        w * tf.reduce_mean(tf.square(gram(features[name]) - target_grams[name]), axis=(1, 2))
+        for name, w in weights.items()
+    ]
+    return tf.add_n(terms)
+
+
+def tv_loss(images: tf.Tensor) -> tf.Tensor:
+    """mean(Δy²) + mean(Δx²) of (B, H, W, 3) images, per image, shape (B,)."""
+    dy = images[:, 1:, :, :] - images[:, :-1, :, :]
+    dx = images[:, :, 1:, :] - images[:, :, :-1, :]
+    return tf.reduce_mean(tf.square(dy), axis=(1, 2, 3)) + tf.reduce_mean(
+        tf.square(dx), axis=(1, 2, 3)
+    )

@@ -1,0 +1,258 @@
+"""Stylization: a network loaded once, style targets computed once, an optimization that yields."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from stylecore import images
+from stylecore.errors import OptionsError
+from stylecore.losses import content_loss, gram, layer_weights, style_loss, tv_loss
+from stylecore.netspec import NetworkWeights
+from stylecore.network import FeatureNet
+from stylecore.optimize import Optimizer, Targets, optimizer_for
+from stylecore.options import StyleOptions
+from stylecore.weights import load_weights, resolve_spec
+
+log = logging.getLogger(__name__)
+
+Grams = dict[str, np.ndarray]  # layer → (C, C)
+GramsFor = Callable[[int], Sequence[Grams]]  # level's longest side → one blended target per image
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One optimizer step at one level of the coarse-to-fine schedule."""
+
+    level: int  # 0 is the coarsest
+    shape: tuple[int, int]  # (H, W) at this level
+    iteration: int  # 1-based, within the level
+    losses: dict[str, np.ndarray]  # content, style, tv, total — each (B,)
+    image: tf.Tensor  # (B, H, W, 3) mean-subtracted
+
+
+@dataclass
+class Result:
+    """One finished image and what it cost."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    alpha: np.ndarray | None  # (H, W) float32 0…1, put back on PNG output
+    history: list[dict[str, float]] = field(default_factory=list)  # per iteration, all levels
+    seconds: float = 0.0
+
+
+def level_sizes(options: StyleOptions) -> list[int]:
+    """Longest sides of the coarse-to-fine schedule, coarsest first, ending at options.size."""
+    return [options.size >> k for k in reversed(range(options.levels))]
+
+
+def style_size(content_longest: int, options: StyleOptions) -> int:
+    """The style image's longest side for a content of that longest side."""
+    return max(16, round(content_longest * options.style_scale))
+
+
+class Stylizer:
+    """A feature network and its compiled optimizers, reused across every pair of a process."""
+
+    def __init__(self, weights: NetworkWeights, options: StyleOptions):
+        layers = (*options.content_layers, *options.style_layers)
+        self.weights = weights
+        self.net = FeatureNet(weights, layers, options.pooling)
+        self._optimizers: dict[tuple, Optimizer] = {}
+
+    def grams(self, rgb: np.ndarray, options: StyleOptions) -> Grams:
+        """The style's Gram matrix per style layer, for an RGB image already at its working size."""
+        features = self._compiled_features(
+            self.net.preprocess(rgb), tuple(options.style_layers), True
+        )
+        return {name: value.numpy()[0] for name, value in features.items()}
+
+    @functools.cached_property
+    def _compiled_features(self):
+        def run(x, names, grams):
+            out = self.net(x)
+            return {name: gram(out[name]) if grams else out[name] for name in names}
+
+        return tf.function(run)  # traced once per shape and layer tuple
+
+    def steps(
+        self,
+        contents: np.ndarray,
+        grams_for: GramsFor,
+        options: StyleOptions,
+        init: np.ndarray | None = None,
+    ) -> Iterator[Iteration]:
+        """Optimize a batch of same-size contents (B, H, W, 3), 0…255, coarse to fine."""
+        optimizer = self._optimizer(options)
+        final_shape = contents.shape[1:3]
+        x = None
+        for level, longest in enumerate(level_sizes(options)):
+            shape = images.fit_shape(final_shape, longest)
+            level_contents = np.stack([images.resize(c, shape) for c in contents])
+            content_x = self.net.preprocess(level_contents)
+            x = self._start(content_x, x, init, options, shape)
+            targets = self._targets(content_x, grams_for(longest), options)
+            lo, hi = -self.net.mean, 255.0 - self.net.mean
+            for step in optimizer.run(x, targets, (lo, hi), options.iterations):
+                x = step.image
+                yield Iteration(level, shape, step.iteration, step.losses, step.image)
+
+    def _start(self, content_x, previous, init, options: StyleOptions, shape) -> tf.Tensor:
+        """The first image of a level: the previous level's result upsampled, else options.init."""
+        if previous is not None:
+            return tf.image.resize(previous, shape, method="bicubic")
+        if options.init == "content":
+            return content_x
+        if options.init == "noise":
+            rng = np.random.default_rng(options.seed)
+            noise = rng.standard_normal(content_x.shape).astype(np.float32)
+            return tf.constant(noise * options.init_noise)
+        if init is None:
+            raise OptionsError(f"option 'init': {options.init!r} is an image, but none was given")
+        return self.net.preprocess(np.stack([images.resize(init, shape)] * content_x.shape[0]))
+
+    def _targets(self, content_x, grams: Sequence[Grams], options: StyleOptions) -> Targets:
+        content = self._compiled_features(content_x, tuple(options.content_layers), False)
+        style = {
+            name: tf.constant(np.stack([g[name] for g in grams])) for name in options.style_layers
+        }
+        scales = tf.constant(
+            [options.content_weight, options.style_weight, options.tv_weight], tf.float32
+        )
+        return Targets(content, style, scales)
+
+    def _optimizer(self, options: StyleOptions) -> Optimizer:
+        """One compiled optimizer per graph-shaping choice; loss weights and targets are inputs."""
+        key = (
+            options.optimizer,
+            options.step_size,
+            options.beta1,
+            options.beta2,
+            options.epsilon,
+            options.lbfgs_memory,
+            options.content_layers,
+            options.content_layer_weights,
+            options.style_layers,
+            options.style_layer_weight_exp,
+        )
+        if key not in self._optimizers:
+            self._optimizers[key] = optimizer_for(self._objective(options), options)
+        return self._optimizers[key]
+
+    def _objective(self, options: StyleOptions):
+        cw = dict(
+            zip(
+                options.content_layers,
+                layer_weights(len(options.content_layers), options.content_layer_weights),
+                strict=True,
+            )
+        )
+        sw = dict(
+            zip(
+                options.style_layers,
+                layer_weights(len(options.style_layers), exponent=options.style_layer_weight_exp),
+                strict=True,
+            )
+        )
+
+        def objective(x, content_targets, style_grams, scales):
+            features = self.net(x)
+            terms = {
+                "content": scales[0] * content_loss(features, content_targets, cw),
+                "style": scales[1] * style_loss(features, style_grams, sw),
+                "tv": scales[2] * tv_loss(x),
+            }
+            terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+            return terms
+
+        return objective
+
+
+def blend(grams: Sequence[Grams], weights: Sequence[float]) -> Grams:
+    """One Gram target per layer: Σ w_i G_i / Σ w_i. Matching it has the same gradient as the
+    weighted sum of per-style losses, at the cost of one style."""
+    if weights and len(weights) != len(grams):
+        raise OptionsError(f"option 'style_blend': {len(weights)} weights for {len(grams)} styles")
+    w = np.asarray(weights or [1.0] * len(grams), np.float64)
+    w = w / w.sum()
+    return {
+        name: sum(wi * g[name] for wi, g in zip(w, grams, strict=True)).astype(np.float32)
+        for name in grams[0]
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def shared_weights(spec: str) -> NetworkWeights:
+    """The weights named by `spec`, read once per process."""
+    return load_weights(spec)
+
+
+def shared_stylizer(options: StyleOptions) -> Stylizer:
+    """The process-wide Stylizer for these options: weights are read once per process."""
+    spec = resolve_spec(options.network, options.weights)
+    return _stylizer(spec, options.content_layers, options.style_layers, options.pooling)
+
+
+@functools.lru_cache(maxsize=8)
+def _stylizer(spec: str, content_layers, style_layers, pooling) -> Stylizer:
+    layers = StyleOptions(content_layers=content_layers, style_layers=style_layers, pooling=pooling)
+    return Stylizer(shared_weights(spec), layers)
+
+
+def prepare_content(picture: images.Picture, options: StyleOptions) -> np.ndarray:
+    """The content composited over white and resized so its longest side is options.size."""
+    rgb = images.composite(picture)
+    return images.resize(rgb, images.fit_shape(rgb.shape[:2], options.size))
+
+
+def prepare_style(
+    picture: images.Picture, content_longest: int, options: StyleOptions
+) -> np.ndarray:
+    """The style composited and resized to the content's longest side × style_scale."""
+    rgb = images.composite(picture)
+    return images.resize(rgb, images.fit_shape(rgb.shape[:2], style_size(content_longest, options)))
+
+
+def stylize(
+    content: images.Picture,
+    styles: Sequence[images.Picture],
+    options: StyleOptions,
+    stylizer: Stylizer | None = None,
+    init: np.ndarray | None = None,
+    on_step: Callable[[Iteration], None] | None = None,
+) -> Result:
+    """Stylize one content with one or more (blended) styles; the simple, one-pair entry point."""
+    stylizer = stylizer or shared_stylizer(options)
+    start = time.perf_counter()
+    rgb = prepare_content(content, options)
+
+    def grams_for(longest: int) -> list[Grams]:
+        per_style = [stylizer.grams(prepare_style(s, longest, options), options) for s in styles]
+        return [blend(per_style, options.style_blend)]
+
+    result = Result(rgb=np.zeros(0, np.uint8), alpha=None)
+    last = None
+    for last in stylizer.steps(rgb[np.newaxis], grams_for, options, init):
+        result.history.append({k: float(v[0]) for k, v in last.losses.items()})
+        if on_step:
+            on_step(last)
+    out = stylizer.net.deprocess(last.image)[0]
+    result.rgb, result.alpha = finish(out, rgb, content, options)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def finish(
+    out: np.ndarray, content_rgb: np.ndarray, content: images.Picture, options: StyleOptions
+):
+    """Final pixels: colours preserved if asked, uint8, and the alpha at the output size."""
+    if options.preserve_colors:
+        out = images.preserve_colors(content_rgb, out)
+    alpha = None if content.alpha is None else images.resize(content.alpha, out.shape[:2])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), alpha

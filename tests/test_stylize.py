@@ -1,0 +1,143 @@
+"""The optimization core on a miniature VGG: losses fall, runs repeat, batches are separate runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import noise_image
+
+from stylecore import images
+from stylecore.errors import NumericalError, OptionsError
+from stylecore.options import SEED, StyleOptions
+from stylecore.stylize import Stylizer, blend, level_sizes, shared_weights, stylize
+
+pytestmark = pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+
+
+@pytest.fixture
+def options(tiny_weights) -> StyleOptions:
+    return StyleOptions(weights=str(tiny_weights), size=48, iterations=12)
+
+
+@pytest.fixture
+def stylizer(tiny_weights, options) -> Stylizer:
+    return Stylizer(shared_weights(str(tiny_weights)), options)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_loss_decreases(picture, style_picture, options, stylizer, optimizer):
+    o = options.replace(optimizer=optimizer, iterations=25)
+    result = stylize(picture, [style_picture], o, stylizer)
+    totals = [h["total"] for h in result.history]
+    assert len(totals) == 25
+    assert totals[-1] < 0.5 * totals[0]
+    assert result.history[-1]["style"] < result.history[0]["style"]
+    assert result.rgb.dtype == np.uint8 and result.rgb.shape == (34, 48, 3)
+
+
+def test_same_seed_same_image(picture, style_picture, options, stylizer):
+    o = options.replace(init="noise", seed=7)
+    a = stylize(picture, [style_picture], o, stylizer).rgb
+    b = stylize(picture, [style_picture], o, stylizer).rgb
+    c = stylize(picture, [style_picture], o.replace(seed=8), stylizer).rgb
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_batch_is_exactly_separate_runs(options, stylizer, optimizer):
+    o = options.replace(optimizer=optimizer, iterations=10)
+    contents = np.stack([noise_image(32, 48, seed=s) for s in (3, 4)])
+    grams = [stylizer.grams(noise_image(48, 48, seed=s), o) for s in (5, 6)]
+
+    def final(batch, targets):
+        *_, last = stylizer.steps(batch, lambda longest: targets, o)
+        return stylizer.net.deprocess(last.image)
+
+    together = final(contents, grams)
+    for i in range(2):
+        alone = final(contents[i : i + 1], grams[i : i + 1])[0]
+        # Batched convolutions sum in another order: float noise, which L-BFGS amplifies a little.
+        # Coupled step sizes or histories would move pixels by tens of levels, not fractions.
+        difference = np.abs(together[i] - alone)
+        assert difference.max() < 1.0 and difference.mean() < 0.02
+
+
+def test_one_compiled_step_serves_every_pair_of_a_size(options, stylizer):
+    o = options.replace(iterations=2)
+    for seed in (1, 2, 3):
+        content = noise_image(32, 48, seed=seed)
+        grams = [stylizer.grams(noise_image(40, 40, seed=seed + 10), o)]
+        list(stylizer.steps(content[None], lambda longest, g=grams: g, o.replace(tv_weight=seed)))
+    (optimizer,) = stylizer._optimizers.values()
+    assert optimizer._compiled.experimental_get_tracing_count() == 1
+
+
+def test_coarse_to_fine_ends_at_the_requested_size(picture, style_picture, options, stylizer):
+    o = options.replace(levels=2, size=64, iterations=3)
+    assert level_sizes(o) == [32, 64]
+    shapes = []
+    result = stylize(
+        picture, [style_picture], o, stylizer, on_step=lambda s: shapes.append(s.shape)
+    )
+    assert shapes[0] == (23, 32) and shapes[-1] == (46, 64)
+    assert len(shapes) == 6 and result.rgb.shape == (46, 64, 3)
+
+
+def test_diverging_loss_is_a_clear_error(picture, style_picture, options, stylizer):
+    o = options.replace(style_weight=1e38, optimizer="adam")
+    with pytest.raises(NumericalError, match="iteration 1"):
+        stylize(picture, [style_picture], o, stylizer)
+
+
+def test_blend_is_the_weighted_mean_of_grams():
+    a = {"relu1_1": np.ones((2, 2), np.float32)}
+    b = {"relu1_1": np.full((2, 2), 5.0, np.float32)}
+    np.testing.assert_allclose(blend([a, b], (3.0, 1.0))["relu1_1"], np.full((2, 2), 2.0))
+    np.testing.assert_allclose(blend([a, b], ())["relu1_1"], np.full((2, 2), 3.0))
+    with pytest.raises(OptionsError, match="style_blend"):
+        blend([a, b], (1.0,))
+
+
+def test_alpha_comes_back_and_colours_can_be_preserved(style_picture, options, stylizer):
+    rgb = noise_image(40, 56, seed=9)
+    alpha = np.ones((40, 56), np.float32)
+    alpha[:, :10] = 0.0
+    content = images.Picture(rgb, alpha)
+    result = stylize(content, [style_picture], options.replace(preserve_colors=True), stylizer)
+    assert result.alpha.shape == result.rgb.shape[:2]
+    assert result.alpha[:, 0].max() < 0.1 and result.alpha[:, -1].min() > 0.9
+
+
+def test_seed_preset_is_the_recipe():
+    assert SEED.optimizer == "adam" and SEED.step_size == 10.0 and SEED.init == "noise"
+    assert (SEED.content_weight, SEED.style_weight, SEED.tv_weight) == (5.0, 500.0, 100.0)
+    assert SEED.content_layers == ("relu4_2", "relu5_2") and SEED.iterations == 100
+    assert StyleOptions().step_size == 1.0  # L-BFGS takes unit steps by default
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"iterations": 0}, "iterations"),
+        ({"style_weight": -1.0}, "style_weight"),
+        ({"tv_weight": float("nan")}, "tv_weight"),
+        ({"size": 100_000}, "size"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"levels": 6, "size": 64}, "levels"),
+    ],
+)
+def test_out_of_range_options_are_refused(change, message):
+    with pytest.raises(OptionsError, match=message):
+        StyleOptions(**change)
+
+
+def test_options_from_loose_values():
+    o = StyleOptions.from_dict(
+        {"iterations": "5", "style_layers": "relu1_1, relu2_1", "preserve_colors": "yes"}
+    )
+    assert o.iterations == 5 and o.style_layers == ("relu1_1", "relu2_1") and o.preserve_colors
+    with pytest.raises(OptionsError, match="did you mean 'style_weight'"):
+        StyleOptions.from_dict({"styel_weight": "3"})
+    with pytest.raises(OptionsError, match="iterations"):
+        StyleOptions.from_dict({"iterations": "2.5"})

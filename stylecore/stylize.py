@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -37,14 +37,14 @@ class Iteration:
     image: tf.Tensor  # (B, H, W, 3) mean-subtracted
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
     """One finished image and what it cost."""
 
     rgb: np.ndarray  # (H, W, 3) uint8
     alpha: np.ndarray | None  # (H, W) float32 0…1, put back on PNG output
-    history: list[dict[str, float]] = field(default_factory=list)  # per iteration, all levels
-    seconds: float = 0.0
+    history: list[dict[str, float]]  # losses per iteration, all levels
+    seconds: float
 
 
 def level_sizes(options: StyleOptions) -> list[int]:
@@ -193,16 +193,19 @@ def shared_weights(spec: str) -> NetworkWeights:
     return load_weights(spec)
 
 
-def shared_stylizer(options: StyleOptions) -> Stylizer:
-    """The process-wide Stylizer for these options: weights are read once per process."""
+def shared_stylizer(options: StyleOptions, device: str | None = None) -> Stylizer:
+    """The process-wide Stylizer for these options on a device: weights are read once."""
     spec = resolve_spec(options.network, options.weights)
-    return _stylizer(spec, options.content_layers, options.style_layers, options.pooling)
+    return _stylizer(spec, options.content_layers, options.style_layers, options.pooling, device)
 
 
-@functools.lru_cache(maxsize=8)
-def _stylizer(spec: str, content_layers, style_layers, pooling) -> Stylizer:
+@functools.lru_cache(maxsize=16)
+def _stylizer(spec: str, content_layers, style_layers, pooling, device) -> Stylizer:
     layers = StyleOptions(content_layers=content_layers, style_layers=style_layers, pooling=pooling)
-    return Stylizer(shared_weights(spec), layers)
+    if device is None:
+        return Stylizer(shared_weights(spec), layers)
+    with tf.device(device):  # the network's constants live on this device
+        return Stylizer(shared_weights(spec), layers)
 
 
 def prepare_content(picture: images.Picture, options: StyleOptions) -> np.ndarray:
@@ -229,23 +232,32 @@ def stylize(
 ) -> Result:
     """Stylize one content with one or more (blended) styles; the simple, one-pair entry point."""
     stylizer = stylizer or shared_stylizer(options)
-    start = time.perf_counter()
-    rgb = prepare_content(content, options)
 
     def grams_for(longest: int) -> list[Grams]:
         per_style = [stylizer.grams(prepare_style(s, longest, options), options) for s in styles]
         return [blend(per_style, options.style_blend)]
 
-    result = Result(rgb=np.zeros(0, np.uint8), alpha=None)
-    last = None
+    return stylize_with(content, grams_for, options, stylizer, init, on_step)
+
+
+def stylize_with(
+    content: images.Picture,
+    grams_for: GramsFor,
+    options: StyleOptions,
+    stylizer: Stylizer,
+    init: np.ndarray | None = None,
+    on_step: Callable[[Iteration], None] | None = None,
+) -> Result:
+    """Stylize one content towards the Gram targets `grams_for` gives at each level's size."""
+    start = time.perf_counter()
+    rgb = prepare_content(content, options)
+    history, last = [], None
     for last in stylizer.steps(rgb[np.newaxis], grams_for, options, init):
-        result.history.append({k: float(v[0]) for k, v in last.losses.items()})
+        history.append({k: float(v[0]) for k, v in last.losses.items()})
         if on_step:
             on_step(last)
-    out = stylizer.net.deprocess(last.image)[0]
-    result.rgb, result.alpha = finish(out, rgb, content, options)
-    result.seconds = time.perf_counter() - start
-    return result
+    out, alpha = finish(stylizer.net.deprocess(last.image)[0], rgb, content, options)
+    return Result(out, alpha, history, time.perf_counter() - start)
 
 
 def finish(

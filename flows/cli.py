@@ -1,0 +1,124 @@
+"""The `stylebatch` command: one pair, features, weights, and the batch flow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from flows.cliopts import add_option_flags
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn our errors into one line and an exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)  # Prefect's run loggers propagate INFO here; the UI has them
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
+    from stylecore.errors import NumericalError, StyleError  # after parsing: --help stays fast
+
+    try:
+        return args.command(args)
+    except NumericalError as exc:
+        print(f"stylebatch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except StyleError as exc:
+        print(f"stylebatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("stylebatch: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its flags."""
+    parser = argparse.ArgumentParser(prog="stylebatch", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    _stylize_parser(sub)
+    _features_parser(sub)
+    _weights_parser(sub)
+    _run_parsers(sub)
+    return parser
+
+
+def _command(sub, name: str, run: Callable[[argparse.Namespace], int], text: str):
+    p = sub.add_parser(name, help=text, description=text)
+    p.set_defaults(command=run)
+    return p
+
+
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """Import the implementation only when the command runs (TensorFlow and Prefect are slow)."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(args)
+
+    return run
+
+
+def _stylize_parser(sub) -> None:
+    p = _command(sub, "stylize", _lazy("flows.single", "stylize_command"), "stylize one pair")
+    p.add_argument("content", help="content image (path or s3:// URI)")
+    p.add_argument("styles", nargs="+", metavar="STYLE", help="one or more style images")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_option_flags(p)
+
+
+def _features_parser(sub) -> None:
+    text = "write one float32 array per layer, shape (H, W, C), to an .npz"
+    p = _command(sub, "features", _lazy("flows.single", "features_command"), text)
+    p.add_argument("image")
+    p.add_argument("--weights", help="weights file (.mat or .h5); overrides --network")
+    p.add_argument("--network", default="vgg19", help="known network (default vgg19)")
+    p.add_argument("--layers", required=True, help="comma-separated, e.g. relu1_1,relu4_2")
+    p.add_argument("--size", type=int, help="longest side; default: the image's own size")
+    p.add_argument("--pooling", choices=("max", "avg"), default=None)
+    p.add_argument("-o", "--output", required=True, help="the .npz to write")
+
+
+def _weights_parser(sub) -> None:
+    p = sub.add_parser("weights", help="fetch, describe or verify network weights")
+    wsub = p.add_subparsers(required=True, metavar="ACTION")
+    fetch = _command(wsub, "fetch", _lazy("flows.single", "weights_fetch"), "download VGG19")
+    fetch.add_argument("--url", help="download from here instead of vlfeat.org")
+    fetch.add_argument("--md5", help="expected MD5 (default: the release's)")
+    fetch.add_argument("-o", "--output", type=Path, help="where to save (default: the cache)")
+    info = _command(wsub, "info", _lazy("flows.single", "weights_info"), "describe a file")
+    info.add_argument("weights", help="a path or a known name (vgg19, vgg16-hed)")
+    text = "run the whole network on a sample image and print the top-5 classes"
+    verify = _command(wsub, "verify", _lazy("flows.single", "weights_verify"), text)
+    verify.add_argument("weights", help="a path or a known name")
+    verify.add_argument("--image", help="classify this image instead of the tabby cat")
+
+
+def _run_parsers(sub) -> None:
+    from flows.runflags import add_run_flags
+
+    run = _command(sub, "run", _lazy("flows.runner", "run_command"), "run a manifest as a batch")
+    run.add_argument("manifest", help="CSV, JSONL or YAML manifest (path or s3:// URI)")
+    run.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
+    add_run_flags(run)
+    add_option_flags(run)
+    text = "rerun only the failed pairs of a report"
+    rerun = _command(sub, "rerun", _lazy("flows.runner", "rerun_command"), text)
+    rerun.add_argument("report", help="a report.json written by `stylebatch run`")
+    add_run_flags(rerun, rerun=True)
+    add_option_flags(rerun)
+    text = "the README's main job: a small bundled batch with vgg16-hed"
+    demo = _command(sub, "demo", _lazy("flows.runner", "demo_command"), text)
+    demo.add_argument("-o", "--output", default="stylebatch-demo", help="default ./stylebatch-demo")
+    demo.add_argument("--size", type=int, default=192, help="longest side (default 192)")
+    demo.add_argument("--iterations", type=int, default=150, help="default 150")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

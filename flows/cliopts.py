@@ -1,0 +1,75 @@
+"""Command-line flags for every StyleOptions field: one name everywhere (--style-weight)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from stylecore.options import PRESETS, StyleOptions, option_names, preset
+
+HELP = {
+    "network": "known network: vgg19 (default, MatConvNet file in the cache) or vgg16-hed",
+    "weights": "a weights file (.mat or hed .h5); overrides --network",
+    "pooling": "max or avg",
+    "content_layers": "comma-separated, e.g. relu4_2",
+    "content_layer_weights": "one per content layer (default equal)",
+    "style_layers": "comma-separated, e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
+    "style_layer_weight_exp": "layer i weighs exp**i; 1 is equal",
+    "content_weight": "weight of the content loss",
+    "style_weight": "weight of the style loss",
+    "tv_weight": "weight of the total-variation smoothing",
+    "style_blend": "one weight per style (default equal)",
+    "style_scale": "the style's size relative to the content's",
+    "preserve_colors": "keep the content's colours (luminance-only transfer)",
+    "init": "content, noise, or an image path",
+    "init_noise": "noise std for --init noise, in pixel units",
+    "seed": "random seed",
+    "optimizer": "lbfgs or adam",
+    "learning_rate": "step size (default: adam 10, lbfgs 1)",
+    "beta1": "Adam's beta1",
+    "beta2": "Adam's beta2",
+    "epsilon": "Adam's epsilon",
+    "lbfgs_memory": "L-BFGS history length",
+    "iterations": "iterations per level",
+    "size": "longest side of the output in pixels",
+    "levels": "coarse-to-fine levels (each half the size of the next)",
+}
+_TYPES = typing.get_type_hints(StyleOptions)
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --preset and one flag per option; unset flags stay None so presets show through."""
+    group = parser.add_argument_group("stylization options")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    for field in dataclasses.fields(StyleOptions):
+        flag = "--" + field.name.replace("_", "-")
+        text = f"{HELP.get(field.name, '')} (default: {_shown(field.default)})"
+        if _TYPES[field.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            group.add_argument(flag, default=None, metavar=_metavar(field.name), help=text)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options the user set on the command line, as written."""
+    return {name: getattr(args, name) for name in option_names() if getattr(args, name) is not None}
+
+
+def options_from_args(args: argparse.Namespace) -> StyleOptions:
+    """The preset with the given flags over it (raises OptionsError naming a bad one)."""
+    return StyleOptions.from_dict(given_options(args), preset(args.preset))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _metavar(name: str) -> str:
+    kind = _TYPES[name]
+    if typing.get_origin(kind) is tuple:
+        return "A,B,…"
+    return {int: "N", float: "X"}.get(kind, "VALUE")

@@ -1,0 +1,55 @@
+"""The contact sheet: content, style and output thumbnails, a row per pair."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw
+
+from flows import storage
+from stylecore import images
+
+THUMB = 128  # pixels, the longest side of each thumbnail
+MAX_ROWS = 100  # a sheet of thousands of rows helps nobody; the report lists every pair
+LABEL = 18  # pixels of text under each row
+GREY = (64, 64, 64)
+
+
+def contact_sheet(pairs: list[dict]) -> bytes | None:
+    """A PNG of the first MAX_ROWS pairs, or None when there are none."""
+    rows = [_row(p) for p in pairs[:MAX_ROWS]]
+    if not rows:
+        return None
+    sheet = Image.new("RGB", (3 * THUMB, len(rows) * (THUMB + LABEL)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (thumbs, label) in enumerate(rows):
+        top = i * (THUMB + LABEL)
+        for j, thumb in enumerate(thumbs):
+            sheet.paste(thumb, (j * THUMB + (THUMB - thumb.width) // 2, top))
+        draw.text((4, top + THUMB + 2), label, fill=(0, 0, 0))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _row(pair: dict) -> tuple[list[Image.Image], str]:
+    style = pair["style"].split(";")[0].rsplit(":", 1)[0] if pair.get("style") else ""
+    uris = [pair.get("content_uri") or pair["content"], pair.get("style_uri") or style]
+    output = pair["output"] if pair["status"] in ("done", "skipped") else None
+    thumbs = [_thumb(uri) for uri in uris] + [_thumb(output)]
+    label = f"row {pair['row']}: {pair['status']}"
+    if pair.get("error"):
+        label += f" — {pair['error'][:60]}"
+    return thumbs, label
+
+
+def _thumb(uri: str | None) -> Image.Image:
+    """A thumbnail of an image, or a grey square when it is missing or unreadable."""
+    try:
+        if not uri:
+            raise ValueError(uri)
+        rgb = images.composite(images.decode(storage.read_bytes(uri), uri))
+    except Exception:
+        return Image.new("RGB", (THUMB, THUMB), GREY)
+    small = images.resize(rgb, images.fit_shape(rgb.shape[:2], THUMB))
+    return Image.fromarray(small.clip(0, 255).round().astype("uint8"))

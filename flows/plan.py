@@ -1,0 +1,151 @@
+"""From validated manifest pairs and input hashes to jobs: output names, feature keys, outcomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows import storage
+from flows.featurecache import feature_key
+from flows.manifest import Pair, RowError
+from stylecore.options import StyleOptions
+from stylecore.stylize import level_sizes, style_size
+
+MAX_STEM = 60  # characters of each input's stem in an automatic output name
+
+
+@dataclass(frozen=True)
+class StyleInput:
+    """One style of a job: where it is, its bytes' hash, its blend weight."""
+
+    uri: str
+    sha256: str
+    weight: float | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a stylize task needs, as plain values: URIs and keys, never pixels."""
+
+    row: int
+    content: str
+    content_sha: str
+    styles: tuple[StyleInput, ...]
+    output: str  # URI of the image
+    options: dict[str, Any]  # StyleOptions.to_dict()
+    feature_keys: dict[int, tuple[str, ...]]  # content longest side → one key per style
+    label: str  # "chelsea × starry"
+
+    @property
+    def sidecar(self) -> str:
+        return posixpath.splitext(self.output)[0] + ".json"
+
+    def style_options(self) -> StyleOptions:
+        return StyleOptions.from_dict(self.options)
+
+    def outcome(self, status: str, error: str | None = None, **more: Any) -> Outcome:
+        """This job's line in the report."""
+        style = style_text([(s.uri, s.weight) for s in self.styles])
+        return Outcome(self.row, self.content, style, status, self.output, error,
+                       worker=worker_id(), **more)
+
+
+@dataclass
+class Outcome:
+    """One pair's line in the report."""
+
+    row: int
+    content: str
+    style: str
+    status: str  # done | skipped | failed
+    output: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    losses: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def worker_id() -> str:
+    """host:pid of this process, to say where a pair ran."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def stem(uri: str) -> str:
+    """A file name's stem, made safe and short for use in another file name."""
+    base = posixpath.splitext(posixpath.basename(uri.rstrip("/")))[0]
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip(".-")
+    return safe[:MAX_STEM] or "image"
+
+
+def pair_key(content_sha: str, styles: tuple[StyleInput, ...], options: StyleOptions,
+             weights_checksum: str) -> str:
+    """8 hex digits that change with any input byte, option or weights file."""
+    identity = {
+        "content": content_sha,
+        "styles": [[s.sha256, s.weight] for s in styles],
+        "options": options.to_dict(),
+        "weights": weights_checksum,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def style_text(styles: list[tuple[str, float | None]]) -> str:
+    """Styles as a manifest cell: a.jpg;b.jpg or a.jpg:0.7;b.jpg:0.3."""
+    return ";".join(uri if weight is None else f"{uri}:{weight:g}" for uri, weight in styles)
+
+
+def make_job(pair: Pair, hashes: dict[str, str], output_root: str, weights_checksum: str) -> Job:
+    """The job for a pair whose inputs were all hashed."""
+    options = pair.options
+    styles = tuple(StyleInput(s.uri, hashes[s.uri], s.weight) for s in pair.styles)
+    key = pair_key(hashes[pair.content], styles, options, weights_checksum)
+    style_stem = "+".join(stem(s.uri) for s in styles[:3]) + ("+more" if len(styles) > 3 else "")
+    name = pair.output or f"{stem(pair.content)}__{style_stem}__{key}.png"
+    keys = {
+        longest: tuple(
+            feature_key(s.sha256, weights_checksum, options, style_size(longest, options))
+            for s in styles
+        )
+        for longest in level_sizes(options)
+    }
+    return Job(
+        row=pair.row,
+        content=pair.content,
+        content_sha=hashes[pair.content],
+        styles=styles,
+        output=storage.join(output_root, name),
+        options=options.to_dict(),
+        feature_keys=keys,
+        label=f"{stem(pair.content)} × {style_stem}",
+    )
+
+
+def unreadable(pair: Pair, errors: dict[str, str]) -> Outcome | None:
+    """A failed outcome naming the first input of the pair that could not be read, if any."""
+    for role, uri in [("content", pair.content)] + [("style", s.uri) for s in pair.styles]:
+        if uri in errors:
+            style = style_text([(s.uri, s.weight) for s in pair.styles])
+            return Outcome(pair.row, pair.content, style, "failed",
+                           error=f"{role} '{uri}': {errors[uri]}", worker=worker_id())
+    return None
+
+
+def invalid_row(error: RowError) -> Outcome:
+    """A row the manifest check refused, as a failed pair."""
+    style = error.raw.get("style", error.raw.get("styles", ""))
+    return Outcome(error.row, str(error.raw.get("content", "")), _text(style), "failed",
+                   error=error.message, worker=worker_id())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ";".join(map(str, value))
+    return "" if value is None else str(value)

@@ -1,0 +1,124 @@
+"""`stylebatch run`, `rerun` and `demo`: the batch flow from the command line, with exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from flows import storage
+from flows.cliopts import given_options
+from flows.manifest import load_manifest
+from flows.progress import pair_bar
+from stylecore.errors import StyleError
+from stylecore.options import StyleOptions, preset
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def absolute(uri: str) -> str:
+    """Local paths made absolute (a flow may run elsewhere); URIs as they are."""
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`stylebatch run MANIFEST -o OUTPUT`."""
+    given = given_options(args)
+    return run(absolute(args.manifest), absolute(args.output), given, args.preset, args)
+
+
+def rerun_command(args: argparse.Namespace) -> int:
+    """`stylebatch rerun REPORT`: the failed rows of a report, same manifest, output and options."""
+    report = json.loads(storage.read_text(absolute(args.report)))
+    failed = [p["row"] for p in report["pairs"] if p["status"] == "failed"]
+    if not failed:
+        print(f"nothing to rerun: no pair failed in {args.report}")
+        return EXIT_OK
+    options = dict(report.get("options", {}))
+    preset_name = options.pop("preset", "default")
+    options.update(given_options(args))
+    if args.preset != "default":
+        preset_name = args.preset
+    args.feature_cache = args.feature_cache or report.get("feature_cache")
+    args.strict = False
+    print(f"rerunning {len(failed)} failed pair(s): rows {', '.join(map(str, failed))}")
+    return run(report["manifest"], report["output"], options, preset_name, args, rows=failed)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """`stylebatch demo`: the bundled manifest with vgg16-hed, into ./stylebatch-demo."""
+    manifest = EXAMPLES / "demo.csv"
+    if not manifest.exists():
+        raise StyleError(f"{manifest}: the demo needs the repository's examples/ folder")
+    options = {"network": "vgg16-hed", "size": args.size, "iterations": args.iterations}
+    args.feature_cache, args.force, args.strict = None, False, False
+    args.concurrency, args.quiet = None, False
+    code = run(str(manifest), absolute(args.output), options, "default", args)
+    if code != EXIT_USAGE:
+        out = Path(args.output)
+        print(f"look at {out / 'contact-sheet.png'} (content, style, output per row), the images "
+              f"in {out}/, and {out / 'report.json'}")
+    return code
+
+
+def run(manifest: str, output: str, given: dict[str, Any], preset_name: str,
+        args: argparse.Namespace, rows: list[int] | None = None) -> int:
+    """Run the flow with a progress bar over pairs; 0 all good, 1 some failed, 2 not started."""
+    defaults = StyleOptions.from_dict(given, preset(preset_name))  # bad options: exit 2 now
+    count = _count(manifest, defaults, rows)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.batch import LISTENERS, PAIRS_FAILED, stylize_batch
+
+    parameters = dict(manifest=manifest, output=output, feature_cache=args.feature_cache,
+                      force=args.force, strict=args.strict, concurrency=args.concurrency or 1,
+                      rows=rows, preset=preset_name, **given)
+    with pair_bar(count, quiet=args.quiet) as advance:
+        listener = _listener(advance)
+        LISTENERS.append(listener)
+        try:
+            state = stylize_batch(**parameters, return_state=True)
+        finally:
+            LISTENERS.remove(listener)
+    if state.is_completed() or state.name == PAIRS_FAILED:
+        return _summary(output)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        message = str(result) if isinstance(result, StyleError) else f"{type(result).__name__}: {result}"
+        print(f"stylebatch: error: {message}")
+        return EXIT_USAGE
+    print(f"stylebatch: error: the flow run ended {state.type.value}: {state.message}")
+    return EXIT_USAGE
+
+
+def _count(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
+    parsed = load_manifest(manifest, defaults, read_text=storage.read_text, glob=storage.glob)
+    numbers = [p.row for p in parsed.pairs] + [e.row for e in parsed.errors]
+    return len(numbers) if rows is None else len(set(numbers) & set(rows))
+
+
+def _listener(advance):
+    def listener(outcome: dict) -> None:
+        advance(f"row {outcome['row']}: {outcome['status']}")
+
+    return listener
+
+
+def _summary(output: str) -> int:
+    report = json.loads(storage.read_text(storage.join(output, "report.json")))
+    s = report["summary"]
+    computed = sum(f["cache"] == "computed" for f in report["style_features"])
+    reused = sum(f["cache"] == "reused" for f in report["style_features"])
+    print(f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed; style features: "
+          f"{computed} computed, {reused} reused")
+    for pair in report["pairs"]:
+        if pair["status"] == "failed":
+            print(f"  row {pair['row']}: {pair['error']}")
+    print(f"report: {storage.join(output, 'report.json')}")
+    if s["failed"]:
+        print(f"after fixing the inputs: stylebatch rerun {storage.join(output, 'report.json')}")
+    return EXIT_FAILED if s["failed"] else EXIT_OK

@@ -1,0 +1,116 @@
+"""One-shot commands: stylize one pair, write features, fetch/describe/verify weights."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import posixpath
+import time
+
+import numpy as np
+
+from flows import storage
+from flows.cliopts import options_from_args
+from flows.progress import iteration_bar
+from flows.sidecar import dumps, sha256, sidecar
+from stylecore import images
+from stylecore.errors import ImageError
+from stylecore.network import FeatureNet, extract
+from stylecore.stylize import shared_stylizer, stylize
+from stylecore.weights import describe, load_weights, resolve_spec, sample_image, top_classes
+
+
+def read_picture(uri: str, role: str) -> tuple[images.Picture, str]:
+    """Decode an input; errors name its role and URI. Returns the picture and its sha256."""
+    try:
+        data = storage.read_bytes(uri)
+    except storage.NotFoundError as exc:
+        raise ImageError(f"{role} '{uri}' not found") from exc
+    return images.decode(data, uri), sha256(data)
+
+
+def sidecar_uri(output: str) -> str:
+    """OUT.png → OUT.json, beside it (also for s3:// URIs)."""
+    return posixpath.splitext(output)[0] + ".json"
+
+
+def stylize_command(args: argparse.Namespace) -> int:
+    """`stylebatch stylize`: one pair, a progress bar, OUT and its sidecar."""
+    options = options_from_args(args)
+    suffix = posixpath.splitext(args.output)[1].lower() or ".png"
+    content, content_sha = read_picture(args.content, "content")
+    styles = [read_picture(uri, "style") for uri in args.styles]
+    init = read_picture(options.init, "init")[0].rgb if options.init not in ("content", "noise") else None
+    stylizer = shared_stylizer(options)
+    total = options.iterations * options.levels
+    with iteration_bar(total, quiet=args.quiet) as advance:
+        result = stylize(content, [s for s, _ in styles], options, stylizer, init, on_step=advance)
+    storage.write_bytes(args.output, images.encode(result.rgb, result.alpha, suffix))
+    inputs = {
+        "content": {"uri": args.content, "sha256": content_sha},
+        "styles": [{"uri": u, "sha256": h} for u, (_, h) in zip(args.styles, styles, strict=True)],
+    }
+    notes = list(content.notes) + [n for s, _ in styles for n in s.notes]
+    document = sidecar(inputs, args.output, options, stylizer.weights, result, notes)
+    storage.write_bytes(sidecar_uri(args.output), dumps(document))
+    final = result.history[-1]
+    print(f"wrote {args.output} ({result.rgb.shape[1]}×{result.rgb.shape[0]}) in "
+          f"{result.seconds:.1f} s; loss {final['total']:.4g} "
+          f"(content {final['content']:.4g}, style {final['style']:.4g}, tv {final['tv']:.4g})")
+    return 0
+
+
+def features_command(args: argparse.Namespace) -> int:
+    """`stylebatch features`: one float32 (H, W, C) array per requested layer."""
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    weights = load_weights(resolve_spec(args.network, args.weights))
+    picture, _ = read_picture(args.image, "image")
+    rgb = images.composite(picture)
+    if args.size:
+        rgb = images.resize(rgb, images.fit_shape(rgb.shape[:2], args.size))
+    features = extract(FeatureNet(weights, layers, args.pooling), rgb)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: value.astype(np.float32) for name, value in features.items()})
+    storage.write_bytes(args.output, buffer.getvalue())
+    shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in features.items())
+    print(f"wrote {args.output}: {shapes}")
+    return 0
+
+
+def weights_fetch(args: argparse.Namespace) -> int:
+    """`stylebatch weights fetch`: VGG19 into the cache, resumable, MD5-checked."""
+    from flows.progress import download_bar
+    from stylecore import fetch
+
+    dest = args.output or fetch.default_vgg19_path()
+    if dest.exists() and not args.url:
+        print(f"already there: {dest}")
+        return 0
+    url = args.url or fetch.VGG19_URL
+    md5 = args.md5 if args.md5 is not None else (fetch.VGG19_MD5 if not args.url else None)
+    start = time.perf_counter()
+    with download_bar(url) as progress:
+        fetch.fetch(url, dest, md5, progress)
+    print(f"saved {dest} in {time.perf_counter() - start:.0f} s" + (" (MD5 verified)" if md5 else ""))
+    return 0
+
+
+def weights_info(args: argparse.Namespace) -> int:
+    """`stylebatch weights info`: layout, layers, mean and checksum."""
+    print(describe(load_weights(resolve_spec(args.weights, None), include_fc=True)))
+    return 0
+
+
+def weights_verify(args: argparse.Namespace) -> int:
+    """`stylebatch weights verify`: the top-5 classes of a sample image."""
+    weights = load_weights(resolve_spec(args.weights, None), include_fc=True)
+    if args.image:
+        rgb = images.composite(read_picture(args.image, "image")[0])
+        shown = args.image
+    else:
+        rgb, shown = sample_image(), "the sample image (a tabby cat)"
+    print(f"top-5 classes of {shown} with {weights.source}:")
+    for name, probability in top_classes(weights, rgb):
+        print(f"  {probability:7.2%}  {name}")
+    return 0
+

@@ -25,7 +25,9 @@ class Progress:
     def __init__(self, total: int):
         self.total, self.finished = max(total, 1), 0
         self.id: UUID | None = _quietly(
-            create_progress_artifact, 0.0, key="stylize-batch-progress",
+            create_progress_artifact,
+            0.0,
+            key="stylize-batch-progress",
             description=f"pairs finished of {total}",
         )
 
@@ -38,10 +40,18 @@ class Progress:
 def publish_artifacts(report: dict[str, Any], presign_seconds: int = PRESIGN_SECONDS) -> None:
     """The results table and the markdown summary of a finished run."""
     rows = [_table_row(p, presign_seconds) for p in report["pairs"]]
-    _quietly(create_table_artifact, rows, key="stylize-batch-results",
-             description=f"pairs of run {report['run_id']}")
-    _quietly(create_markdown_artifact, summary_markdown(report, presign_seconds),
-             key="stylize-batch-summary", description="stylize-batch summary")
+    _quietly(
+        create_table_artifact,
+        rows,
+        key="stylize-batch-results",
+        description=f"pairs of run {report['run_id']}",
+    )
+    _quietly(
+        create_markdown_artifact,
+        summary_markdown(report, presign_seconds),
+        key="stylize-batch-summary",
+        description="stylize-batch summary",
+    )
 
 
 def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECONDS) -> str:
@@ -52,8 +62,11 @@ def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECO
         f"manifest `{report['manifest']}` → `{report['output']}`",
         "",
     ]
-    lines += [f"- row {p['row']}: **failed** — {p['error']}" for p in report["pairs"]
-              if p["status"] == "failed"]
+    lines += [
+        f"- row {p['row']}: **failed** — {p['error']}"
+        for p in report["pairs"]
+        if p["status"] == "failed"
+    ]
     shown = [p for p in report["pairs"] if p["status"] == "done"][:24]
     lines += ["", *(f"![row {p['row']}]({_link(p['output'], presign_seconds)})" for p in shown)]
     return "\n".join(lines)

@@ -55,6 +55,7 @@ def stylize_batch(
     content_weight: float | None = None,
     style_weight: float | None = None,
     tv_weight: float | None = None,
+    normalize_losses: bool | None = None,
     style_blend: str | None = None,
     style_scale: float | None = None,
     preserve_colors: bool | None = None,
@@ -74,13 +75,22 @@ def stylize_batch(
 ) -> dict[str, Any] | State:
     """Stylize every pair of a manifest into `output`; returns the report."""
     given = {k: v for k, v in locals().items() if k in option_names() and v is not None}
-    return run_batch(manifest, output, feature_cache, force, strict, concurrency, rows, given,
-                     preset)
+    return run_batch(
+        manifest, output, feature_cache, force, strict, concurrency, rows, given, preset
+    )
 
 
-def run_batch(manifest_uri: str, output: str, feature_cache: str | None, force: bool,
-              strict: bool, concurrency: int, rows: list[int] | None, given: dict[str, Any],
-              preset: str) -> dict | State:
+def run_batch(
+    manifest_uri: str,
+    output: str,
+    feature_cache: str | None,
+    force: bool,
+    strict: bool,
+    concurrency: int,
+    rows: list[int] | None,
+    given: dict[str, Any],
+    preset: str,
+) -> dict | State:
     """The flow's body: plain arguments, so that the flow signature stays the public one."""
     logger = get_run_logger()
     started = _now()
@@ -97,8 +107,15 @@ def run_batch(manifest_uri: str, output: str, feature_cache: str | None, force: 
     features, feature_errors = _features(todo, cache_root)
     runnable = []
     for job in todo:
-        error = next((feature_errors[k] for ks in job.feature_keys.values() for k in ks
-                      if k in feature_errors), None)
+        error = next(
+            (
+                feature_errors[k]
+                for ks in job.feature_keys.values()
+                for k in ks
+                if k in feature_errors
+            ),
+            None,
+        )
         if error:
             outcomes.append(job.outcome("failed", error))
         else:
@@ -108,21 +125,31 @@ def run_batch(manifest_uri: str, output: str, feature_cache: str | None, force: 
         _notify(outcome.to_dict(), listeners)
     results = _stylize(runnable, cache_root, force, logger, listeners)
     document = report.build(
-        run_id=str(flow_run.get_id() or report.new_run_id()), manifest=manifest_uri, output=output,
-        started=started, finished=_now(), features=features,
-        pairs=[o.to_dict() for o in outcomes] + results, given=given, preset=preset,
+        run_id=str(flow_run.get_id() or report.new_run_id()),
+        manifest=manifest_uri,
+        output=output,
+        started=started,
+        finished=_now(),
+        features=features,
+        pairs=[o.to_dict() for o in outcomes] + results,
+        given=given,
+        preset=preset,
         feature_cache=cache_root,
     )
     report.publish(document, manifest, output)
     summary = document["summary"]
-    logger.info("done %d, skipped %d, failed %d", summary["done"], summary["skipped"],
-                summary["failed"])
+    logger.info(
+        "done %d, skipped %d, failed %d", summary["done"], summary["skipped"], summary["failed"]
+    )
     if summary["failed"]:
         # A Failed state rather than an exception: the UI offers Retry, and no traceback is
         # logged for what the report already explains.
-        return Failed(name=PAIRS_FAILED, data=document,
-                      message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
-                      f"see {storage.join(output, 'report.json')}")
+        return Failed(
+            name=PAIRS_FAILED,
+            data=document,
+            message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
+            f"see {storage.join(output, 'report.json')}",
+        )
     return document
 
 
@@ -144,8 +171,9 @@ def _manifest(uri: str, defaults: StyleOptions, strict: bool) -> Manifest:
     if strict and manifest.errors:
         lines = "; ".join(e.message for e in manifest.errors[:5])
         more = f" (and {len(manifest.errors) - 5} more)" if len(manifest.errors) > 5 else ""
-        raise RunError(f"{uri}: {len(manifest.errors)} invalid rows, nothing run (--strict): "
-                       f"{lines}{more}")
+        raise RunError(
+            f"{uri}: {len(manifest.errors)} invalid rows, nothing run (--strict): {lines}{more}"
+        )
     return manifest
 
 
@@ -202,8 +230,9 @@ def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, s
             for style, key in zip(job.styles, keys, strict=True):
                 wanted.setdefault(key, (style.uri, job.options, longest))
     futures = {
-        key: style_features.submit(uri, key, options, longest, cache_root,
-                                   f"{uri.rsplit('/', 1)[-1]} @ {longest}px")
+        key: style_features.submit(
+            uri, key, options, longest, cache_root, f"{uri.rsplit('/', 1)[-1]} @ {longest}px"
+        )
         for key, (uri, options, longest) in wanted.items()
     }
     entries, errors = [], {}
@@ -217,8 +246,13 @@ def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, s
     return entries, errors
 
 
-def _stylize(jobs: list[Job], cache_root: str, force: bool, logger: logging.Logger,
-             listeners: list[Callable[[dict], None]]) -> list[dict]:
+def _stylize(
+    jobs: list[Job],
+    cache_root: str,
+    force: bool,
+    logger: logging.Logger,
+    listeners: list[Callable[[dict], None]],
+) -> list[dict]:
     futures = {stylize_pair.submit(job, cache_root, force): job for job in jobs}
     results = []
     for future in as_completed(list(futures)):

@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)  # Prefect's run loggers propagate INFO here; the UI has them
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[handler])
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+    )
     from stylecore.errors import NumericalError, StyleError  # after parsing: --help stays fast
 
     try:

@@ -20,6 +20,7 @@ HELP = {
     "content_weight": "weight of the content loss",
     "style_weight": "weight of the style loss",
     "tv_weight": "weight of the total-variation smoothing",
+    "normalize_losses": "divide each loss term by its target's energy (off: the recipe's sums)",
     "style_blend": "one weight per style (default equal)",
     "style_scale": "the style's size relative to the content's",
     "preserve_colors": "keep the content's colours (luminance-only transfer)",

@@ -51,8 +51,9 @@ class Job:
     def outcome(self, status: str, error: str | None = None, **more: Any) -> Outcome:
         """This job's line in the report."""
         style = style_text([(s.uri, s.weight) for s in self.styles])
-        return Outcome(self.row, self.content, style, status, self.output, error,
-                       worker=worker_id(), **more)
+        return Outcome(
+            self.row, self.content, style, status, self.output, error, worker=worker_id(), **more
+        )
 
 
 @dataclass
@@ -85,8 +86,9 @@ def stem(uri: str) -> str:
     return safe[:MAX_STEM] or "image"
 
 
-def pair_key(content_sha: str, styles: tuple[StyleInput, ...], options: StyleOptions,
-             weights_checksum: str) -> str:
+def pair_key(
+    content_sha: str, styles: tuple[StyleInput, ...], options: StyleOptions, weights_checksum: str
+) -> str:
     """8 hex digits that change with any input byte, option or weights file."""
     identity = {
         "content": content_sha,
@@ -133,16 +135,28 @@ def unreadable(pair: Pair, errors: dict[str, str]) -> Outcome | None:
     for role, uri in [("content", pair.content)] + [("style", s.uri) for s in pair.styles]:
         if uri in errors:
             style = style_text([(s.uri, s.weight) for s in pair.styles])
-            return Outcome(pair.row, pair.content, style, "failed",
-                           error=f"{role} '{uri}': {errors[uri]}", worker=worker_id())
+            return Outcome(
+                pair.row,
+                pair.content,
+                style,
+                "failed",
+                error=f"{role} '{uri}': {errors[uri]}",
+                worker=worker_id(),
+            )
     return None
 
 
 def invalid_row(error: RowError) -> Outcome:
     """A row the manifest check refused, as a failed pair."""
     style = error.raw.get("style", error.raw.get("styles", ""))
-    return Outcome(error.row, str(error.raw.get("content", "")), _text(style), "failed",
-                   error=error.message, worker=worker_id())
+    return Outcome(
+        error.row,
+        str(error.raw.get("content", "")),
+        _text(style),
+        "failed",
+        error=error.message,
+        worker=worker_id(),
+    )
 
 
 def _text(value: Any) -> str:

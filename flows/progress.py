@@ -65,8 +65,13 @@ def download_bar(url: str) -> Iterator[Callable[[int, int | None], None]]:
 @contextlib.contextmanager
 def pair_bar(total: int, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """A bar over the pairs of a batch; each call names the pair that just finished."""
-    columns = (TextColumn("pairs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("pairs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=_console(quiet)) as progress:
         task = progress.add_task("pairs", total=total, last="")
 

@@ -28,9 +28,19 @@ def error_text(exc: BaseException) -> str:
     return text if isinstance(exc, StyleError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-def build(*, run_id: str, manifest: str, output: str, started: str, finished: str,
-          features: list[dict], pairs: list[dict], given: dict, preset: str,
-          feature_cache: str) -> dict[str, Any]:
+def build(
+    *,
+    run_id: str,
+    manifest: str,
+    output: str,
+    started: str,
+    finished: str,
+    features: list[dict],
+    pairs: list[dict],
+    given: dict,
+    preset: str,
+    feature_cache: str,
+) -> dict[str, Any]:
     """The report document (schema in ARCHITECTURE.md), pairs in row order."""
     pairs = sorted(pairs, key=lambda p: p["row"])
     return {

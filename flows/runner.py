@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from flows.manifest import load_manifest
 from flows.progress import pair_bar
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions, preset
+from stylecore.stylize import shared_weights
+from stylecore.weights import resolve_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -59,24 +62,40 @@ def demo_command(args: argparse.Namespace) -> int:
     code = run(str(manifest), absolute(args.output), options, "default", args)
     if code != EXIT_USAGE:
         out = Path(args.output)
-        print(f"look at {out / 'contact-sheet.png'} (content, style, output per row), the images "
-              f"in {out}/, and {out / 'report.json'}")
+        print(
+            f"look at {out / 'contact-sheet.png'} (content, style, output per row), the images "
+            f"in {out}/, and {out / 'report.json'}"
+        )
     return code
 
 
-def run(manifest: str, output: str, given: dict[str, Any], preset_name: str,
-        args: argparse.Namespace, rows: list[int] | None = None) -> int:
+def run(
+    manifest: str,
+    output: str,
+    given: dict[str, Any],
+    preset_name: str,
+    args: argparse.Namespace,
+    rows: list[int] | None = None,
+) -> int:
     """Run the flow with a progress bar over pairs; 0 all good, 1 some failed, 2 not started."""
     defaults = StyleOptions.from_dict(given, preset(preset_name))  # bad options: exit 2 now
-    count = _count(manifest, defaults, rows)
+    count = _precheck(manifest, defaults, rows)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from flows.batch import LISTENERS, PAIRS_FAILED, stylize_batch
 
-    parameters = dict(manifest=manifest, output=output, feature_cache=args.feature_cache,
-                      force=args.force, strict=args.strict, concurrency=args.concurrency or 1,
-                      rows=rows, preset=preset_name, **given)
+    parameters = dict(
+        manifest=manifest,
+        output=output,
+        feature_cache=args.feature_cache,
+        force=args.force,
+        strict=args.strict,
+        concurrency=args.concurrency or 1,
+        rows=rows,
+        preset=preset_name,
+        **given,
+    )
     with pair_bar(count, quiet=args.quiet) as advance:
         listener = _listener(advance)
         LISTENERS.append(listener)
@@ -88,15 +107,23 @@ def run(manifest: str, output: str, given: dict[str, Any], preset_name: str,
         return _summary(output)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
-        message = str(result) if isinstance(result, StyleError) else f"{type(result).__name__}: {result}"
-        print(f"stylebatch: error: {message}")
+        message = (
+            str(result) if isinstance(result, StyleError) else f"{type(result).__name__}: {result}"
+        )
+        print(f"stylebatch: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"stylebatch: error: the flow run ended {state.type.value}: {state.message}")
+    print(
+        f"stylebatch: error: the flow run ended {state.type.value}: {state.message}",
+        file=sys.stderr,
+    )
     return EXIT_USAGE
 
 
-def _count(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
+def _precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
+    """Fail fast, before any server starts: the manifest and the weights. Returns the row count."""
     parsed = load_manifest(manifest, defaults, read_text=storage.read_text, glob=storage.glob)
+    for spec in sorted({resolve_spec(p.options.network, p.options.weights) for p in parsed.pairs}):
+        shared_weights(spec)
     numbers = [p.row for p in parsed.pairs] + [e.row for e in parsed.errors]
     return len(numbers) if rows is None else len(set(numbers) & set(rows))
 
@@ -113,8 +140,10 @@ def _summary(output: str) -> int:
     s = report["summary"]
     computed = sum(f["cache"] == "computed" for f in report["style_features"])
     reused = sum(f["cache"] == "reused" for f in report["style_features"])
-    print(f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed; style features: "
-          f"{computed} computed, {reused} reused")
+    print(
+        f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed; style features: "
+        f"{computed} computed, {reused} reused"
+    )
     for pair in report["pairs"]:
         if pair["status"] == "failed":
             print(f"  row {pair['row']}: {pair['error']}")

@@ -40,7 +40,11 @@ def stylize_command(args: argparse.Namespace) -> int:
     suffix = posixpath.splitext(args.output)[1].lower() or ".png"
     content, content_sha = read_picture(args.content, "content")
     styles = [read_picture(uri, "style") for uri in args.styles]
-    init = read_picture(options.init, "init")[0].rgb if options.init not in ("content", "noise") else None
+    init = (
+        read_picture(options.init, "init")[0].rgb
+        if options.init not in ("content", "noise")
+        else None
+    )
     stylizer = shared_stylizer(options)
     total = options.iterations * options.levels
     with iteration_bar(total, quiet=args.quiet) as advance:
@@ -54,9 +58,11 @@ def stylize_command(args: argparse.Namespace) -> int:
     document = sidecar(inputs, args.output, options, stylizer.weights, result, notes)
     storage.write_bytes(sidecar_uri(args.output), dumps(document))
     final = result.history[-1]
-    print(f"wrote {args.output} ({result.rgb.shape[1]}×{result.rgb.shape[0]}) in "
-          f"{result.seconds:.1f} s; loss {final['total']:.4g} "
-          f"(content {final['content']:.4g}, style {final['style']:.4g}, tv {final['tv']:.4g})")
+    print(
+        f"wrote {args.output} ({result.rgb.shape[1]}×{result.rgb.shape[0]}) in "
+        f"{result.seconds:.1f} s; loss {final['total']:.4g} "
+        f"(content {final['content']:.4g}, style {final['style']:.4g}, tv {final['tv']:.4g})"
+    )
     return 0
 
 
@@ -91,7 +97,9 @@ def weights_fetch(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with download_bar(url) as progress:
         fetch.fetch(url, dest, md5, progress)
-    print(f"saved {dest} in {time.perf_counter() - start:.0f} s" + (" (MD5 verified)" if md5 else ""))
+    print(
+        f"saved {dest} in {time.perf_counter() - start:.0f} s" + (" (MD5 verified)" if md5 else "")
+    )
     return 0
 
 
@@ -113,4 +121,3 @@ def weights_verify(args: argparse.Namespace) -> int:
     for name, probability in top_classes(weights, rgb):
         print(f"  {probability:7.2%}  {name}")
     return 0
-

@@ -34,8 +34,13 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="hash-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=transient)
+@task(
+    name="hash-inputs",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=transient,
+)
 def hash_inputs(uris: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """sha256 of each input's bytes, and a one-line cause for each one that cannot be read."""
 
@@ -59,10 +64,17 @@ def hash_inputs(uris: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return hashes, errors
 
 
-@task(name="style-features", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=transient, task_run_name="features {label}")
-def style_features(uri: str, key: str, options: dict, longest: int, cache_root: str,
-                   label: str) -> str:
+@task(
+    name="style-features",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=transient,
+    task_run_name="features {label}",
+)
+def style_features(
+    uri: str, key: str, options: dict, longest: int, cache_root: str, label: str
+) -> str:
     """Compute one style's Grams at one size into the cache, unless there: computed | reused."""
     cache = FeatureCache(cache_root)
     if cache.has(key):
@@ -72,14 +84,28 @@ def style_features(uri: str, key: str, options: dict, longest: int, cache_root: 
         stylizer = shared_stylizer(o, device)
         rgb = prepare_style(images.decode(storage.read_bytes(uri), uri), longest, o)
         grams = stylizer.grams(rgb, o)
-    cache.put(key, grams, {"style": uri, "network": stylizer.weights.checksum,
-                           "style_shape": list(rgb.shape[:2]), "layers_order": list(o.style_layers)})
+    cache.put(
+        key,
+        grams,
+        {
+            "style": uri,
+            "network": stylizer.weights.checksum,
+            "style_shape": list(rgb.shape[:2]),
+            "layers_order": list(o.style_layers),
+        },
+    )
     get_run_logger().info("computed features of %s at %d px (%s)", uri, max(rgb.shape[:2]), key)
     return "computed"
 
 
-@task(name="stylize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=transient, task_run_name="row {job.row}: {job.label}")
+@task(
+    name="stylize",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=transient,
+    task_run_name="row {job.row}: {job.label}",
+)
 def stylize_pair(job: Job, cache_root: str, force: bool) -> dict:
     """Stylize one pair into job.output and its sidecar; skip when both exist already."""
     logger = get_run_logger()
@@ -97,7 +123,9 @@ def stylize_pair(job: Job, cache_root: str, force: bool) -> dict:
 
     with devices.pool().acquire() as device:
         stylizer = shared_stylizer(options, device)
-        result = stylize_with(content, grams_for, options, stylizer, init, _logging(logger, options))
+        result = stylize_with(
+            content, grams_for, options, stylizer, init, _logging(logger, options)
+        )
     ext = posixpath.splitext(job.output)[1].lower() or ".png"
     storage.write_bytes(job.output, images.encode(result.rgb, result.alpha, ext))
     inputs = {
@@ -108,7 +136,9 @@ def stylize_pair(job: Job, cache_root: str, force: bool) -> dict:
     document = sidecar(inputs, job.output, options, stylizer.weights, result, list(content.notes))
     storage.write_bytes(job.sidecar, dumps(document))  # last: its presence marks the pair done
     logger.info("row %d done in %.1f s: %s", job.row, result.seconds, job.output)
-    return job.outcome("done", seconds=round(result.seconds, 3), losses=result.history[-1]).to_dict()
+    return job.outcome(
+        "done", seconds=round(result.seconds, 3), losses=result.history[-1]
+    ).to_dict()
 
 
 def _init_image(options: StyleOptions):
@@ -130,8 +160,15 @@ def _logging(logger, options: StyleOptions):
             losses = {k: float(v[0]) for k, v in step.losses.items()}
             logger.info(
                 "iteration %d/%d at %d×%d: loss %.4g (content %.4g, style %.4g, tv %.4g), %.1f s",
-                step.iteration, options.iterations, step.shape[1], step.shape[0], losses["total"],
-                losses["content"], losses["style"], losses["tv"], time.perf_counter() - start,
+                step.iteration,
+                options.iterations,
+                step.shape[1],
+                step.shape[0],
+                losses["total"],
+                losses["content"],
+                losses["style"],
+                losses["tv"],
+                time.perf_counter() - start,
             )
 
     return log

@@ -17,7 +17,7 @@ from stylecore.errors import NumericalError
 from stylecore.options import StyleOptions
 
 Losses = dict[str, tf.Tensor]
-Objective = Callable[[tf.Tensor, dict, dict, tf.Tensor], Losses]
+Objective = Callable[[tf.Tensor, dict, dict, tf.Tensor, dict], Losses]
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,11 @@ class Targets:
     content: dict[str, tf.Tensor]  # layer → (B, H, W, C)
     style: dict[str, tf.Tensor]  # layer → (B or 1, C, C)
     scales: tf.Tensor  # (3,) float32
+    norms: dict[str, tf.Tensor]  # "content:relu4_2", "style:relu1_1", "tv" → (B,) divisors
 
     def as_args(self) -> tuple:
         """A plain nested structure: tf.function traces tuples and dicts by shape, not identity."""
-        return (self.content, self.style, self.scales)
+        return (self.content, self.style, self.scales, self.norms)
 
 
 @dataclass(frozen=True)

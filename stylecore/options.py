@@ -35,6 +35,7 @@ class StyleOptions:
     content_weight: float = 200.0
     style_weight: float = 500.0
     tv_weight: float = 1.0
+    normalize_losses: bool = False  # True: each term relative to its target's energy
 
     style_blend: tuple[float, ...] = ()  # one weight per style; empty: equal
     style_scale: float = 1.0  # the style's longest side = the content's × this

@@ -125,7 +125,35 @@ class Stylizer:
         scales = tf.constant(
             [options.content_weight, options.style_weight, options.tv_weight], tf.float32
         )
-        return Targets(content, style, scales)
+        return Targets(content, style, scales, self._norms(content_x, content, style, options))
+
+    @staticmethod
+    def _norms(content_x, content, style, options: StyleOptions) -> dict[str, tf.Tensor]:
+        """Per-image divisors of each loss term: the target's own energy, or 1 (the recipe's).
+
+        Normalized, each layer's term is a relative squared error, so deep layers (whose Grams
+        are orders of magnitude smaller) shape the result too, and the weights mean the same on
+        any network.
+        """
+        batch = content_x.shape[0]
+        ones = tf.ones((batch,))
+        if not options.normalize_losses:
+            return {
+                **{f"content:{n}": ones for n in content},
+                **{f"style:{n}": ones for n in style},
+                "tv": ones,
+            }
+        eps = 1e-12
+        norms = {
+            f"content:{n}": tf.reduce_mean(tf.square(f), axis=(1, 2, 3)) + eps
+            for n, f in content.items()
+        }
+        norms |= {
+            f"style:{n}": tf.broadcast_to(tf.reduce_mean(tf.square(g), axis=(1, 2)), (batch,)) + eps
+            for n, g in style.items()
+        }
+        norms["tv"] = tv_loss(content_x) + eps
+        return norms
 
     def _optimizer(self, options: StyleOptions) -> Optimizer:
         """One compiled optimizer per graph-shaping choice; loss weights and targets are inputs."""
@@ -161,12 +189,14 @@ class Stylizer:
             )
         )
 
-        def objective(x, content_targets, style_grams, scales):
+        def objective(x, content_targets, style_grams, scales, norms):
             features = self.net(x)
+            cwn = {name: w / norms[f"content:{name}"] for name, w in cw.items()}
+            swn = {name: w / norms[f"style:{name}"] for name, w in sw.items()}
             terms = {
-                "content": scales[0] * content_loss(features, content_targets, cw),
-                "style": scales[1] * style_loss(features, style_grams, sw),
-                "tv": scales[2] * tv_loss(x),
+                "content": scales[0] * content_loss(features, content_targets, cwn),
+                "style": scales[1] * style_loss(features, style_grams, swn),
+                "tv": scales[2] * tv_loss(x) / norms["tv"],
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]
             return terms

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matconvnet import tiny_vgg, write_matconvnet
+from s3server import moto_endpoint, s3_env  # noqa: F401  (pytest fixtures)
 
 from stylecore import images
 

@@ -371,9 +371,9 @@ def test_csv_row_errors(tmp_path: Path, rows: str, message: str, field: str | No
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("style_weight", "-3", "row 2: style_weight: must be ≥ 0, got -3.0"),
+        ("style_weight", "-3", "row 2: style_weight: must be ≥ 0 and finite, got -3.0"),
         ("size", "100000", "row 2: size: must be 16…8192 pixels, got 100000"),
-        ("tv_weight", "nan", "row 2: tv_weight: must be ≥ 0, got nan"),
+        ("tv_weight", "nan", "row 2: tv_weight: must be ≥ 0 and finite, got nan"),
         ("preserve_colors", "maybe", "row 2: preserve_colors: cannot read 'maybe' as true/false"),
         ("pooling", "min", "row 2: pooling: 'min' is not max or avg"),
         ("beta1", "1", "row 2: beta1/beta2: must be in [0, 1)"),
@@ -447,7 +447,7 @@ def test_two_rows_with_one_output(tmp_path: Path) -> None:
         ),
         (
             '{"content": "a.jpg", "style": "s.jpg", "style_weight": "-3"}',
-            "row 2: style_weight: must be ≥ 0, got -3.0",
+            "row 2: style_weight: must be ≥ 0 and finite, got -3.0",
             "style_weight",
         ),
     ],

@@ -15,14 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import s3server
 from s3server import SECRET_KEY, FaultyProxy, make_bucket, point_env, s3_client
 
 from flows import storage
 from flows.storage import NotFoundError, StorageError
-
-moto_endpoint = s3server.moto_endpoint  # pytest fixtures, whether or not conftest.py has them
-s3_env = s3server.s3_env
 
 
 def clean(exc: BaseException) -> str:

@@ -141,3 +141,19 @@ def test_options_from_loose_values():
         StyleOptions.from_dict({"styel_weight": "3"})
     with pytest.raises(OptionsError, match="iterations"):
         StyleOptions.from_dict({"iterations": "2.5"})
+
+
+def test_normalized_losses_are_relative_errors(options, stylizer):
+    """Normalized, the content term of 1.5·P against P is (0.5)² whatever P's magnitude."""
+    o = options.replace(normalize_losses=True, content_weight=1.0, style_weight=1.0, tv_weight=1.0)
+    content = noise_image(32, 48, seed=5)
+    x = stylizer.net.preprocess(content[None])
+    grams = [stylizer.grams(noise_image(40, 40, seed=6), o)]
+    targets = stylizer._targets(x, grams, o)
+    objective = stylizer._objective(o)
+    at_content = objective(x, *targets.as_args())
+    assert float(at_content["content"][0]) == 0.0
+    assert float(at_content["tv"][0]) == pytest.approx(1.0, rel=1e-5)  # TV relative to the content's
+    scaled = {n: 1.5 * f for n, f in targets.content.items()}
+    doubled = type(targets)(scaled, targets.style, targets.scales, targets.norms)
+    assert float(objective(x, *doubled.as_args())["content"][0]) == pytest.approx(0.25, rel=1e-4)

@@ -1,0 +1,189 @@
+"""The batch flow on a real Prefect server: failures per pair, style features once, skip, rerun."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import noise_image
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.batch import PAIRS_FAILED, stylize_batch
+from flows.cli import main
+from stylecore import images
+
+pytestmark = pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+SIZE, ITERATIONS = 32, 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    """One real temporary Prefect server (SQLite) for the module."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def write_png(path: Path, seed: int, shape=(40, 56)) -> None:
+    path.write_bytes(images.encode_png(noise_image(*shape, seed=seed)))
+
+
+@pytest.fixture
+def batch(tmp_path, tiny_weights) -> dict:
+    """Six pairs over two styles; the content of row 5 (missing.png) does not exist."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, name in enumerate(["a", "b", "c", "d", "e"]):
+        write_png(inputs / f"{name}.png", seed=i, shape=(40 + 4 * i, 56))
+    write_png(inputs / "starry.png", seed=10, shape=(48, 48))
+    write_png(inputs / "wave.png", seed=11, shape=(36, 60))
+    rows = [
+        ("a", "starry"),
+        ("b", "wave"),
+        ("c", "starry"),
+        ("missing", "wave"),
+        ("d", "starry"),
+        ("e", "wave"),
+    ]
+    manifest = inputs / "manifest.csv"
+    manifest.write_text("content,style\n" + "".join(f"{c}.png,{s}.png\n" for c, s in rows))
+    return {
+        "manifest": str(manifest),
+        "output": str(tmp_path / "out"),
+        "inputs": inputs,
+        "feature_cache": str(tmp_path / "features"),
+        "weights": str(tiny_weights),
+    }
+
+
+def run_flow(b: dict, **more):
+    return stylize_batch(
+        manifest=b["manifest"],
+        output=b["output"],
+        feature_cache=b["feature_cache"],
+        weights=b["weights"],
+        size=SIZE,
+        iterations=ITERATIONS,
+        return_state=True,
+        **more,
+    )
+
+
+def read_report(b: dict) -> dict:
+    return json.loads((Path(b["output"]) / "report.json").read_text())
+
+
+def test_batch_skip_and_rerun(batch):
+    state = run_flow(batch)
+    assert state.is_failed() and state.name == PAIRS_FAILED  # the UI offers Retry
+    report = read_report(batch)
+    assert report["summary"] == {"done": 5, "skipped": 0, "failed": 1}
+    (failed,) = [p for p in report["pairs"] if p["status"] == "failed"]
+    assert (
+        failed["row"] == 5 and "missing.png" in failed["error"] and "not found" in failed["error"]
+    )
+    assert "\n" not in failed["error"]
+    assert sorted(f["cache"] for f in report["style_features"]) == ["computed", "computed"]
+    outputs = [p["output"] for p in report["pairs"] if p["status"] == "done"]
+    assert len(set(outputs)) == 5
+    for output in outputs:
+        assert max(iio.imread(output).shape[:2]) == SIZE
+        sidecar = json.loads(Path(output).with_suffix(".json").read_text())
+        assert sidecar["content"]["sha256"].startswith("sha256:")
+        assert (
+            sidecar["options"]["size"] == SIZE and len(sidecar["losses"]["history"]) == ITERATIONS
+        )
+    assert {p["worker"] for p in report["pairs"]} and all(p["worker"] for p in report["pairs"])
+    assert (Path(batch["output"]) / "reports" / f"{report['run_id']}.json").exists()
+    assert iio.imread(Path(batch["output"]) / "contact-sheet.png").shape[0] > 6 * 128
+
+    failed_rows = list(
+        csv.DictReader(io.StringIO((Path(batch["output"]) / "failed.csv").read_text()))
+    )
+    assert len(failed_rows) == 1 and failed_rows[0]["content"].endswith("missing.png")
+
+    # The same run again: nothing to do but the missing file, nothing computed.
+    run_flow(batch)
+    again = read_report(batch)
+    assert again["summary"] == {"done": 0, "skipped": 5, "failed": 1}
+    assert not any(f["cache"] == "computed" for f in again["style_features"])
+    assert again["run_id"] != report["run_id"]
+
+    # The user supplies the file; rerun runs exactly that pair.
+    write_png(batch["inputs"] / "missing.png", seed=99)
+    code = main(["rerun", str(Path(batch["output"]) / "report.json"), "--quiet"])
+    assert code == 0
+    rerun = read_report(batch)
+    assert rerun["summary"] == {"done": 1, "skipped": 0, "failed": 0}
+    assert rerun["pairs"][0]["row"] == 5
+    assert rerun["style_features"][0]["cache"] == "reused"
+
+
+def test_invalid_rows_fail_alone_and_strict_stops_everything(batch):
+    Path(batch["manifest"]).write_text(
+        "content,style,iterations\na.png,starry.png,\nb.png,wave.png,-3\nc.png,,\n"
+    )
+    run_flow(batch)
+    report = read_report(batch)
+    assert report["summary"] == {"done": 1, "skipped": 0, "failed": 2}
+    errors = {p["row"]: p["error"] for p in report["pairs"] if p["status"] == "failed"}
+    assert errors[3].startswith("row 3: iterations") and errors[4].startswith("row 4: style")
+
+    strict = run_flow(batch, strict=True, force=True)
+    assert strict.is_failed() and strict.name != PAIRS_FAILED
+    assert "--strict" in str(strict.result(raise_on_failure=False))
+
+
+def test_force_redoes_and_a_new_option_is_a_new_output(batch):
+    Path(batch["manifest"]).write_text("content,style\na.png,starry.png\n")
+    run_flow(batch)
+    first = read_report(batch)["pairs"][0]
+    run_flow(batch, force=True)
+    forced = read_report(batch)["pairs"][0]
+    assert forced["status"] == "done" and forced["output"] == first["output"]
+    stylize_batch(
+        manifest=batch["manifest"],
+        output=batch["output"],
+        weights=batch["weights"],
+        feature_cache=batch["feature_cache"],
+        size=SIZE,
+        iterations=ITERATIONS + 1,
+    )
+    changed = read_report(batch)["pairs"][0]
+    assert changed["status"] == "done" and changed["output"] != first["output"]
+
+
+def test_cli_run_exit_codes(batch, capsys):
+    common = [
+        "-o",
+        batch["output"],
+        "--weights",
+        batch["weights"],
+        "--size",
+        str(SIZE),
+        "--iterations",
+        "2",
+        "--feature-cache",
+        batch["feature_cache"],
+        "--quiet",
+    ]
+    assert main(["run", batch["manifest"], *common]) == 1
+    out = capsys.readouterr().out
+    assert "5 done, 0 skipped, 1 failed" in out and "missing.png" in out
+    assert main(["run", batch["manifest"] + ".nope", *common]) == 2
+    assert "manifest" in capsys.readouterr().err
+    assert main(["run", batch["manifest"], *common[:-1], "--weights", "/nowhere/vgg.mat"]) == 2
+    assert "/nowhere/vgg.mat" in capsys.readouterr().err
+
+
+def test_outputs_are_written_whole(batch):
+    """No temporary or partial files are left beside the outputs."""
+    run_flow(batch)
+    names = [p.name for p in Path(batch["output"]).rglob("*")]
+    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]
+    for png in Path(batch["output"]).glob("*__*.png"):
+        assert np.asarray(iio.imread(png)).size > 0

@@ -153,7 +153,8 @@ def test_normalized_losses_are_relative_errors(options, stylizer):
     objective = stylizer._objective(o)
     at_content = objective(x, *targets.as_args())
     assert float(at_content["content"][0]) == 0.0
-    assert float(at_content["tv"][0]) == pytest.approx(1.0, rel=1e-5)  # TV relative to the content's
+    # TV is relative to the content's own.
+    assert float(at_content["tv"][0]) == pytest.approx(1.0, rel=1e-5)
     scaled = {n: 1.5 * f for n, f in targets.content.items()}
     doubled = type(targets)(scaled, targets.style, targets.scales, targets.norms)
     assert float(objective(x, *doubled.as_args())["content"][0]) == pytest.approx(0.25, rel=1e-4)

@@ -23,6 +23,15 @@ def _private_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def prefect_server():
+    """One real temporary Prefect server (SQLite) for the whole session, started on first use."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A miniature VGG19 (few channels, random weights) as a MatConvNet beta16-layout .mat file."""
     path = tmp_path_factory.mktemp("weights") / "tiny-vgg19.mat"

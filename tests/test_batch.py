@@ -11,21 +11,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from conftest import noise_image
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.batch import PAIRS_FAILED, stylize_batch
 from flows.cli import main
 from stylecore import images
 
-pytestmark = pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning"),
+    pytest.mark.usefixtures("prefect_server"),
+]
 SIZE, ITERATIONS = 32, 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    """One real temporary Prefect server (SQLite) for the module."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def write_png(path: Path, seed: int, shape=(40, 56)) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -36,6 +37,22 @@ class RunError(StyleError):
 PAIRS_FAILED = "PairsFailed"  # the name of the Failed state that says: ran, but some pairs failed
 
 
+@dataclass(frozen=True)
+class Run:
+    """A run's own settings (everything but the stylization options)."""
+
+    manifest: str
+    output: str
+    feature_cache: str | None = None
+    force: bool = False
+    strict: bool = False
+    concurrency: int = 1  # pairs at once on each device
+    rows: list[int] | None = None  # only these manifest rows (a rerun, a shard)
+    preset: str = "default"
+    shards: int = 1  # > 1: split into child flow runs of the deployment (flows.shards)
+    part_of: str | None = None  # the parent's run id when this run is one shard of it
+
+
 @flow(name="stylize-batch", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
 def stylize_batch(
     manifest: str,
@@ -45,6 +62,8 @@ def stylize_batch(
     strict: bool = False,
     concurrency: int = 1,
     rows: list[int] | None = None,
+    shards: int = 1,
+    part_of: str | None = None,
     network: str | None = None,
     weights: str | None = None,
     pooling: str | None = None,
@@ -75,30 +94,25 @@ def stylize_batch(
 ) -> dict[str, Any] | State:
     """Stylize every pair of a manifest into `output`; returns the report."""
     given = {k: v for k, v in locals().items() if k in option_names() and v is not None}
-    return run_batch(
-        manifest, output, feature_cache, force, strict, concurrency, rows, given, preset
-    )
+    run = Run(manifest, output, feature_cache, force, strict, concurrency, rows, preset, shards,
+              part_of)
+    if shards > 1 and part_of is None:
+        from flows.shards import run_sharded
+
+        return run_sharded(run, given)
+    return run_batch(run, given)
 
 
-def run_batch(
-    manifest_uri: str,
-    output: str,
-    feature_cache: str | None,
-    force: bool,
-    strict: bool,
-    concurrency: int,
-    rows: list[int] | None,
-    given: dict[str, Any],
-    preset: str,
-) -> dict | State:
-    """The flow's body: plain arguments, so that the flow signature stays the public one."""
+def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
+    """The flow's body, for one process (or one shard)."""
     logger = get_run_logger()
     started = _now()
-    defaults = _defaults(given, preset)
-    manifest = _only(_manifest(manifest_uri, defaults, strict), rows)
-    cache_root = feature_cache or default_root()
+    defaults = _defaults(given, run.preset)
+    manifest = _only(_manifest(run.manifest, defaults, run.strict), run.rows)
+    cache_root = run.feature_cache or default_root()
     checksums = _checksums(manifest)
-    devices.pool(max(1, concurrency))
+    devices.pool(max(1, run.concurrency))
+    output, force = run.output, run.force
     outcomes = [invalid_row(e) for e in manifest.errors]
     jobs, failed = _plan(manifest, output, checksums)
     outcomes += failed
@@ -126,17 +140,21 @@ def run_batch(
     results = _stylize(runnable, cache_root, force, logger, listeners)
     document = report.build(
         run_id=str(flow_run.get_id() or report.new_run_id()),
-        manifest=manifest_uri,
+        manifest=run.manifest,
         output=output,
         started=started,
         finished=_now(),
         features=features,
         pairs=[o.to_dict() for o in outcomes] + results,
         given=given,
-        preset=preset,
+        preset=run.preset,
         feature_cache=cache_root,
     )
-    report.publish(document, manifest, output)
+    if run.part_of:  # a shard: the parent merges the shards' reports and publishes one
+        document["part_of"] = run.part_of
+        report.write_run_report(document, output)
+    else:
+        report.publish(document, manifest, output)
     summary = document["summary"]
     logger.info(
         "done %d, skipped %d, failed %d", summary["done"], summary["skipped"], summary["failed"]

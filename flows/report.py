@@ -57,10 +57,16 @@ def build(
     }
 
 
-def publish(document: dict[str, Any], manifest: Manifest, output: str) -> None:
-    """Write the report files under the output root, then the Prefect artifacts."""
+def write_run_report(document: dict[str, Any], output: str) -> bytes:
+    """OUTPUT/reports/<run-id>.json; returns the JSON bytes."""
     body = json.dumps(document, indent=1, ensure_ascii=False).encode()
     storage.write_bytes(storage.join(output, "reports", f"{document['run_id']}.json"), body)
+    return body
+
+
+def publish(document: dict[str, Any], manifest: Manifest, output: str) -> None:
+    """Write the report files under the output root, then the Prefect artifacts."""
+    body = write_run_report(document, output)
     storage.write_bytes(storage.join(output, "report.json"), body)
     storage.write_bytes(storage.join(output, "failed.csv"), failed_csv(document, manifest).encode())
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from flows.artifacts import Progress
 from flows.featurecache import default_root
 from flows.manifest import Manifest, load_manifest
 from flows.plan import Job, Outcome, invalid_row, make_job, unreadable
-from flows.tasks import hash_inputs, style_features, stylize_pair
+from flows.tasks import hash_inputs, style_features, stylize_group
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions, option_names
 from stylecore.stylize import shared_weights
@@ -49,6 +50,7 @@ class Run:
     concurrency: int = 1  # pairs at once on each device
     rows: list[int] | None = None  # only these manifest rows (a rerun, a shard)
     preset: str = "default"
+    batch_size: int | None = None  # pairs optimized together in one tensor; None: per device
     shards: int = 1  # > 1: split into child flow runs of the deployment (flows.shards)
     part_of: str | None = None  # the parent's run id when this run is one shard of it
 
@@ -62,6 +64,7 @@ def stylize_batch(
     strict: bool = False,
     concurrency: int = 1,
     rows: list[int] | None = None,
+    batch_size: int | None = None,
     shards: int = 1,
     part_of: str | None = None,
     network: str | None = None,
@@ -94,8 +97,19 @@ def stylize_batch(
 ) -> dict[str, Any] | State:
     """Stylize every pair of a manifest into `output`; returns the report."""
     given = {k: v for k, v in locals().items() if k in option_names() and v is not None}
-    run = Run(manifest, output, feature_cache, force, strict, concurrency, rows, preset, shards,
-              part_of)
+    run = Run(
+        manifest=manifest,
+        output=output,
+        feature_cache=feature_cache,
+        force=force,
+        strict=strict,
+        concurrency=concurrency,
+        rows=rows,
+        preset=preset,
+        batch_size=batch_size,
+        shards=shards,
+        part_of=part_of,
+    )
     if shards > 1 and part_of is None:
         from flows.shards import run_sharded
 
@@ -137,7 +151,8 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     listeners = [*LISTENERS, Progress(len(outcomes) + len(runnable)).advance]
     for outcome in outcomes:
         _notify(outcome.to_dict(), listeners)
-    results = _stylize(runnable, cache_root, force, logger, listeners)
+    batch_size = run.batch_size or default_batch_size()
+    results = _stylize(runnable, cache_root, force, batch_size, logger, listeners)
     document = report.build(
         run_id=str(flow_run.get_id() or report.new_run_id()),
         manifest=run.manifest,
@@ -218,15 +233,15 @@ def _checksums(manifest: Manifest) -> dict[str, str]:
 
 def _plan(manifest: Manifest, output: str, checksums: dict[str, str]):
     uris = sorted({u for p in manifest.pairs for u in (p.content, *(s.uri for s in p.styles))})
-    hashes, errors = hash_inputs(uris)
+    probes = hash_inputs(uris)
     jobs, failed = [], []
     for pair in manifest.pairs:
-        failure = unreadable(pair, errors)
+        failure = unreadable(pair, probes)
         if failure:
             failed.append(failure)
             continue
         spec = resolve_spec(pair.options.network, pair.options.weights)
-        jobs.append(make_job(pair, hashes, output, checksums[spec]))
+        jobs.append(make_job(pair, probes, output, checksums[spec]))
     return jobs, failed
 
 
@@ -264,25 +279,68 @@ def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, s
     return entries, errors
 
 
+def groups(jobs: list[Job], batch_size: int) -> list[list[Job]]:
+    """Jobs that can share one tensor (same options, styles and working shape), in batches."""
+    by_key: dict[str, list[Job]] = {}
+    for job in jobs:
+        key = json.dumps([job.options, job.feature_keys, job.shape], sort_keys=True, default=str)
+        by_key.setdefault(key, []).append(job)
+    return [
+        same[i : i + batch_size]
+        for same in by_key.values()
+        for i in range(0, len(same), max(1, batch_size))
+    ]
+
+
+def default_batch_size() -> int:
+    """Batching pays on a GPU; on CPUs it measured slower per image (benchmarks/RESULTS.md)."""
+    return 8 if devices.available()[0].lower().find("gpu") >= 0 else 1
+
+
 def _stylize(
     jobs: list[Job],
     cache_root: str,
     force: bool,
+    batch_size: int,
     logger: logging.Logger,
     listeners: list[Callable[[dict], None]],
 ) -> list[dict]:
-    futures = {stylize_pair.submit(job, cache_root, force): job for job in jobs}
-    results = []
-    for future in as_completed(list(futures)):
-        job = futures[future]
-        try:
-            outcome = future.result()
-        except Exception as exc:  # the traceback is in the task run's log
-            outcome = job.outcome("failed", report.error_text(exc)).to_dict()
-            logger.warning("row %d failed: %s", job.row, outcome["error"])
-        results.append(outcome)
-        _notify(outcome, listeners)
+    """Run the jobs in batches; a failed batch of several is retried one job at a time, so one
+    bad pair never fails its batch-mates."""
+    results, retry = [], []
+    for batch, outcomes, error in _run_batches(groups(jobs, batch_size), cache_root, force):
+        if error and len(batch) > 1:
+            retry += [[job] for job in batch]
+            continue
+        for job, outcome in zip(batch, outcomes or [None] * len(batch), strict=True):
+            results.append(outcome or job.outcome("failed", error).to_dict())
+            _notify(results[-1], listeners)
+    for _batch, outcomes, error in _run_batches(retry, cache_root, force):
+        results.append(outcomes[0] if outcomes else _batch[0].outcome("failed", error).to_dict())
+        _notify(results[-1], listeners)
+    for line in results:
+        if line["status"] == "failed":
+            logger.warning("row %d failed: %s", line["row"], line["error"])
     return results
+
+
+def _run_batches(batches: list[list[Job]], cache_root: str, force: bool):
+    """Submit every batch; yield (batch, outcomes, None) or (batch, None, error) as each ends."""
+    futures = {
+        stylize_group.submit(batch, cache_root, force, _label(batch)): batch for batch in batches
+    }
+    for future in as_completed(list(futures)):
+        try:
+            yield futures[future], future.result(), None
+        except Exception as exc:  # the traceback is in the task run's log
+            yield futures[future], None, report.error_text(exc)
+
+
+def _label(batch: list[Job]) -> str:
+    if len(batch) == 1:
+        return f"row {batch[0].row}: {batch[0].label}"
+    rows = ", ".join(str(j.row) for j in batch)
+    return f"rows {rows}: {len(batch)} × {batch[0].label.split(' × ')[-1]}"
 
 
 def _notify(outcome: dict, listeners: list[Callable[[dict], None]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from flows import storage
 from flows.featurecache import feature_key
 from flows.manifest import Pair, RowError
+from stylecore.images import fit_shape
 from stylecore.options import StyleOptions
 from stylecore.stylize import level_sizes, style_size
 
@@ -29,6 +30,15 @@ class StyleInput:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """What reading an input once told: its bytes' hash and pixel shape, or why it is unusable."""
+
+    sha256: str = ""
+    shape: tuple[int, int] = (0, 0)  # (H, W), upright
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """Everything a stylize task needs, as plain values: URIs and keys, never pixels."""
 
@@ -40,6 +50,7 @@ class Job:
     options: dict[str, Any]  # StyleOptions.to_dict()
     feature_keys: dict[int, tuple[str, ...]]  # content longest side → one key per style
     label: str  # "chelsea × starry"
+    shape: tuple[int, int]  # the content's working shape (H, W): jobs batch only when equal
 
     @property
     def sidecar(self) -> str:
@@ -104,11 +115,12 @@ def style_text(styles: list[tuple[str, float | None]]) -> str:
     return ";".join(uri if weight is None else f"{uri}:{weight:g}" for uri, weight in styles)
 
 
-def make_job(pair: Pair, hashes: dict[str, str], output_root: str, weights_checksum: str) -> Job:
-    """The job for a pair whose inputs were all hashed."""
+def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_checksum: str) -> Job:
+    """The job for a pair whose inputs were all read."""
     options = pair.options
-    styles = tuple(StyleInput(s.uri, hashes[s.uri], s.weight) for s in pair.styles)
-    key = pair_key(hashes[pair.content], styles, options, weights_checksum)
+    styles = tuple(StyleInput(s.uri, probes[s.uri].sha256, s.weight) for s in pair.styles)
+    content_sha = probes[pair.content].sha256
+    key = pair_key(content_sha, styles, options, weights_checksum)
     style_stem = "+".join(stem(s.uri) for s in styles[:3]) + ("+more" if len(styles) > 3 else "")
     name = pair.output or f"{stem(pair.content)}__{style_stem}__{key}.png"
     keys = {
@@ -121,28 +133,23 @@ def make_job(pair: Pair, hashes: dict[str, str], output_root: str, weights_check
     return Job(
         row=pair.row,
         content=pair.content,
-        content_sha=hashes[pair.content],
+        content_sha=content_sha,
         styles=styles,
         output=storage.join(output_root, name),
         options=options.to_dict(),
         feature_keys=keys,
         label=f"{stem(pair.content)} × {style_stem}",
+        shape=fit_shape(probes[pair.content].shape, options.size),
     )
 
 
-def unreadable(pair: Pair, errors: dict[str, str]) -> Outcome | None:
-    """A failed outcome naming the first input of the pair that could not be read, if any."""
+def unreadable(pair: Pair, probes: dict[str, Probe]) -> Outcome | None:
+    """A failed outcome naming the first input of the pair that could not be used, if any."""
     for role, uri in [("content", pair.content)] + [("style", s.uri) for s in pair.styles]:
-        if uri in errors:
+        if probes[uri].error:
             style = style_text([(s.uri, s.weight) for s in pair.styles])
-            return Outcome(
-                pair.row,
-                pair.content,
-                style,
-                "failed",
-                error=f"{role} '{uri}': {errors[uri]}",
-                worker=worker_id(),
-            )
+            error = f"{role} '{uri}': {probes[uri].error}"
+            return Outcome(pair.row, pair.content, style, "failed", error=error, worker=worker_id())
     return None
 
 

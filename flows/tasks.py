@@ -11,14 +11,21 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import devices, storage
 from flows.featurecache import FeatureCache
-from flows.plan import Job
+from flows.plan import Job, Probe
 from flows.sidecar import dumps, sha256, sidecar
 from stylecore import images
 from stylecore.errors import ImageError
 from stylecore.options import StyleOptions
-from stylecore.stylize import Iteration, blend, prepare_style, shared_stylizer, stylize_with
+from stylecore.stylize import (
+    Iteration,
+    Result,
+    blend,
+    prepare_style,
+    shared_stylizer,
+    stylize_many,
+)
 
-HASH_THREADS = 8
+HASH_THREADS = 4  # each decodes one image at a time: bounded memory for huge photos
 
 
 def transient(task, task_run, state) -> bool:
@@ -41,27 +48,27 @@ def transient(task, task_run, state) -> bool:
     retry_delay_seconds=2,
     retry_condition_fn=transient,
 )
-def hash_inputs(uris: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """sha256 of each input's bytes, and a one-line cause for each one that cannot be read."""
+def hash_inputs(uris: list[str]) -> dict[str, Probe]:
+    """Each input's sha256 and pixel shape, or the one-line cause it cannot be used."""
 
-    def one(uri: str) -> tuple[str, str | None, str | None]:
+    def one(uri: str) -> Probe:
         try:
-            return uri, sha256(storage.read_bytes(uri)), None
+            data = storage.read_bytes(uri)
+            shape = images.decode(data, uri).rgb.shape[
+                :2
+            ]  # decoded once here: bad images fail early
+            return Probe(sha256(data), (int(shape[0]), int(shape[1])))
         except storage.NotFoundError:
-            return uri, None, "not found"
+            return Probe(error="not found")
         except storage.StorageError as exc:
             if exc.run_level:
                 raise
-            return uri, None, str(exc)
+            return Probe(error=str(exc))
+        except ImageError as exc:
+            return Probe(error=str(exc).removeprefix(f"{uri}: "))
 
-    hashes, errors = {}, {}
     with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-        for uri, digest, error in pool.map(one, uris):
-            if error is None:
-                hashes[uri] = digest
-            else:
-                errors[uri] = error
-    return hashes, errors
+        return dict(zip(uris, pool.map(one, uris), strict=True))
 
 
 @task(
@@ -104,28 +111,46 @@ def style_features(
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=transient,
-    task_run_name="row {job.row}: {job.label}",
+    task_run_name="{label}",
 )
-def stylize_pair(job: Job, cache_root: str, force: bool) -> dict:
-    """Stylize one pair into job.output and its sidecar; skip when both exist already."""
+def stylize_group(jobs: list[Job], cache_root: str, force: bool, label: str) -> list[dict]:
+    """Stylize jobs that share options, styles and working shape, together in one tensor;
+    each into its output and sidecar. Jobs whose output and sidecar exist are skipped."""
     logger = get_run_logger()
-    if not force and storage.exists(job.output) and storage.exists(job.sidecar):
-        return job.outcome("skipped").to_dict()
-    options = job.style_options()
-    data = storage.read_bytes(job.content)
-    content = images.decode(data, job.content)
+    done = [j for j in jobs if not force and storage.exists(j.output) and storage.exists(j.sidecar)]
+    todo = [j for j in jobs if j not in done]
+    outcomes = {j.row: j.outcome("skipped").to_dict() for j in done}
+    if todo:
+        for job, result in _stylize(todo, cache_root, logger):
+            outcomes[job.row] = job.outcome(
+                "done", seconds=round(result.seconds, 3), losses=result.history[-1]
+            ).to_dict()
+    return [outcomes[j.row] for j in jobs]
+
+
+def _stylize(jobs: list[Job], cache_root: str, logger) -> list[tuple[Job, Result]]:
+    options = jobs[0].style_options()  # a group shares its options and styles
+    contents = [images.decode(storage.read_bytes(j.content), j.content) for j in jobs]
     init = _init_image(options)
     cache = FeatureCache(cache_root)
 
     def grams_for(longest: int):
-        per_style = [cache.get(key) for key in job.feature_keys[longest]]
+        per_style = [cache.get(key) for key in jobs[0].feature_keys[longest]]
         return [blend(per_style, options.style_blend)]
 
     with devices.pool().acquire() as device:
         stylizer = shared_stylizer(options, device)
-        result = stylize_with(
-            content, grams_for, options, stylizer, init, _logging(logger, options)
+        results = stylize_many(
+            contents, grams_for, options, stylizer, init, _logging(logger, options)
         )
+    for job, content, result in zip(jobs, contents, results, strict=True):
+        _write(job, content, options, stylizer.weights, result)
+        logger.info("row %d done in %.1f s: %s", job.row, result.seconds, job.output)
+    return list(zip(jobs, results, strict=True))
+
+
+def _write(job: Job, content, options: StyleOptions, weights, result: Result) -> None:
+    """The image, then its sidecar: the sidecar's presence marks the pair done."""
     ext = posixpath.splitext(job.output)[1].lower() or ".png"
     storage.write_bytes(job.output, images.encode(result.rgb, result.alpha, ext))
     inputs = {
@@ -133,12 +158,8 @@ def stylize_pair(job: Job, cache_root: str, force: bool) -> dict:
         "content": {"uri": job.content, "sha256": job.content_sha},
         "styles": [{"uri": s.uri, "sha256": s.sha256, "weight": s.weight} for s in job.styles],
     }
-    document = sidecar(inputs, job.output, options, stylizer.weights, result, list(content.notes))
-    storage.write_bytes(job.sidecar, dumps(document))  # last: its presence marks the pair done
-    logger.info("row %d done in %.1f s: %s", job.row, result.seconds, job.output)
-    return job.outcome(
-        "done", seconds=round(result.seconds, 3), losses=result.history[-1]
-    ).to_dict()
+    document = sidecar(inputs, job.output, options, weights, result, list(content.notes))
+    storage.write_bytes(job.sidecar, dumps(document))
 
 
 def _init_image(options: StyleOptions):

@@ -110,9 +110,10 @@ class Stylizer:
         if options.init == "content":
             return content_x
         if options.init == "noise":
-            rng = np.random.default_rng(options.seed)
-            noise = rng.standard_normal(content_x.shape).astype(np.float32)
-            return tf.constant(noise * options.init_noise)
+            # Each image draws its own noise from the seed, so a batch repeats separate runs.
+            one = (1, *content_x.shape[1:])
+            noise = [np.random.default_rng(options.seed).standard_normal(one)] * content_x.shape[0]
+            return tf.constant(np.concatenate(noise).astype(np.float32) * options.init_noise)
         if init is None:
             raise OptionsError(f"option 'init': {options.init!r} is an image, but none was given")
         return self.net.preprocess(np.stack([images.resize(init, shape)] * content_x.shape[0]))
@@ -279,15 +280,36 @@ def stylize_with(
     on_step: Callable[[Iteration], None] | None = None,
 ) -> Result:
     """Stylize one content towards the Gram targets `grams_for` gives at each level's size."""
+    return stylize_many([content], grams_for, options, stylizer, init, on_step)[0]
+
+
+def stylize_many(
+    contents: Sequence[images.Picture],
+    grams_for: GramsFor,
+    options: StyleOptions,
+    stylizer: Stylizer,
+    init: np.ndarray | None = None,
+    on_step: Callable[[Iteration], None] | None = None,
+) -> list[Result]:
+    """Stylize contents of the same working shape together, in one tensor; `grams_for` gives
+    one target per content (or one for all). Exactly separate runs, done at once."""
     start = time.perf_counter()
-    rgb = prepare_content(content, options)
-    history, last = [], None
-    for last in stylizer.steps(rgb[np.newaxis], grams_for, options, init):
-        history.append({k: float(v[0]) for k, v in last.losses.items()})
+    rgbs = [prepare_content(c, options) for c in contents]
+    if len({rgb.shape for rgb in rgbs}) > 1:
+        raise OptionsError("contents optimized together must have the same working shape")
+    histories: list[list[dict[str, float]]] = [[] for _ in rgbs]
+    last = None
+    for last in stylizer.steps(np.stack(rgbs), grams_for, options, init):
+        for i, history in enumerate(histories):
+            history.append({k: float(v[i]) for k, v in last.losses.items()})
         if on_step:
             on_step(last)
-    out, alpha = finish(stylizer.net.deprocess(last.image)[0], rgb, content, options)
-    return Result(out, alpha, history, time.perf_counter() - start)
+    outs = stylizer.net.deprocess(last.image)
+    seconds = (time.perf_counter() - start) / len(rgbs)  # each image's share of the time
+    return [
+        Result(*finish(out, rgb, content, options), history, seconds)
+        for out, rgb, content, history in zip(outs, rgbs, contents, histories, strict=True)
+    ]
 
 
 def finish(

@@ -182,3 +182,36 @@ def test_outputs_are_written_whole(batch):
     assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]
     for png in Path(batch["output"]).glob("*__*.png"):
         assert np.asarray(iio.imread(png)).size > 0
+
+
+def task_run_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(r.name for r in runs)
+
+
+def test_same_shape_pairs_sharing_a_style_run_together(batch, tmp_path):
+    inputs = batch["inputs"]
+    for name in ("p", "q", "r"):
+        write_png(inputs / f"{name}.png", seed=ord(name), shape=(40, 56))
+    write_png(inputs / "tall.png", seed=5, shape=(56, 40))
+    Path(batch["manifest"]).write_text(
+        "content,style\np.png,starry.png\nq.png,starry.png\nr.png,starry.png\ntall.png,starry.png\n"
+    )
+    state = run_flow(batch, batch_size=3)
+    assert state.is_completed()
+    names = task_run_names(state.state_details.flow_run_id)
+    assert "rows 2, 3, 4: 3 × starry" in names and "row 5: tall × starry" in names
+    together = {p["row"]: p["output"] for p in read_report(batch)["pairs"]}
+
+    alone = dict(batch, output=str(tmp_path / "alone"))
+    run_flow(alone, batch_size=1)
+    for pair in read_report(alone)["pairs"]:
+        a = iio.imread(pair["output"]).astype(float)
+        b = iio.imread(together[pair["row"]]).astype(float)
+        assert np.abs(a - b).mean() < 1.0  # the same optimization, batched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,15 @@ from prefect.artifacts import (
 from flows import storage
 
 log = logging.getLogger(__name__)
-PRESIGN_SECONDS = 7 * 24 * 3600  # how long links to s3:// outputs in artifacts stay valid
+# How long links to s3:// outputs in artifacts stay valid: a week (S3's maximum), or the
+# STYLEBATCH_LINK_EXPIRY environment variable in seconds.
+PRESIGN_SECONDS = 7 * 24 * 3600
+
+
+def link_expiry() -> int:
+    """Seconds a presigned link in an artifact stays valid."""
+    value = os.environ.get("STYLEBATCH_LINK_EXPIRY", "")
+    return int(value) if value.strip().isdigit() else PRESIGN_SECONDS
 
 
 class Progress:
@@ -37,8 +46,9 @@ class Progress:
             _quietly(update_progress_artifact, self.id, 100.0 * self.finished / self.total)
 
 
-def publish_artifacts(report: dict[str, Any], presign_seconds: int = PRESIGN_SECONDS) -> None:
+def publish_artifacts(report: dict[str, Any], presign_seconds: int | None = None) -> None:
     """The results table and the markdown summary of a finished run."""
+    presign_seconds = presign_seconds or link_expiry()
     rows = [_table_row(p, presign_seconds) for p in report["pairs"]]
     _quietly(
         create_table_artifact,

@@ -33,14 +33,24 @@ def contact_sheet(pairs: list[dict]) -> bytes | None:
 
 
 def _row(pair: dict) -> tuple[list[Image.Image], str]:
-    style = pair["style"].split(";")[0].rsplit(":", 1)[0] if pair.get("style") else ""
-    uris = [pair.get("content_uri") or pair["content"], pair.get("style_uri") or style]
+    styles = [_without_weight(s) for s in pair.get("style", "").split(";") if s]
     output = pair["output"] if pair["status"] in ("done", "skipped") else None
-    thumbs = [_thumb(uri) for uri in uris] + [_thumb(output)]
-    label = f"row {pair['row']}: {pair['status']}"
+    thumbs = [_thumb(pair["content"]), _thumb(styles[0] if styles else None), _thumb(output)]
+    names = " + ".join(storage.name(s) for s in styles[:2]) + (" + …" if len(styles) > 2 else "")
+    label = f"row {pair['row']}: {storage.name(pair['content'])} × {names} — {pair['status']}"
     if pair.get("error"):
-        label += f" — {pair['error'][:60]}"
+        label += f": {pair['error'][:40]}"
     return thumbs, label
+
+
+def _without_weight(style: str) -> str:
+    """'a.png:0.7' → 'a.png' (a blend weight is a number after the last colon)."""
+    head, _, tail = style.rpartition(":")
+    try:
+        float(tail)
+    except ValueError:
+        return style
+    return head or style
 
 
 def _thumb(uri: str | None) -> Image.Image:

@@ -215,3 +215,22 @@ def test_same_shape_pairs_sharing_a_style_run_together(batch, tmp_path):
         a = iio.imread(pair["output"]).astype(float)
         b = iio.imread(together[pair["row"]]).astype(float)
         assert np.abs(a - b).mean() < 1.0  # the same optimization, batched
+
+
+def test_the_run_publishes_progress_results_and_summary_artifacts(batch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    state = run_flow(batch)
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    by_type = {a.type: a for a in artifacts}
+    assert {"progress", "table", "markdown"} <= set(by_type)
+    assert float(by_type["progress"].data) == 100.0
+    table = by_type["table"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"done", "failed"}
+    assert "5 done" in by_type["markdown"].data and "missing.png" in by_type["markdown"].data

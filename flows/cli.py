@@ -1,4 +1,4 @@
-"""The `stylebatch` command: one pair, features, weights, and the batch flow."""
+"""The `stylebatch` command: one pair, features, weights, and the batch flow (run, serve)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,12 @@ def _run_parsers(sub) -> None:
     rerun.add_argument("report", help="a report.json written by `stylebatch run`")
     add_run_flags(rerun, rerun=True)
     add_option_flags(rerun)
+    text = "serve the batch flow from this process, on a schedule (needs a Prefect server)"
+    serve = _command(sub, "serve", _lazy("flows.serve", "serve_command"), text)
+    serve.add_argument("manifest", help="CSV, JSONL or YAML manifest (path or s3:// URI)")
+    serve.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
+    add_run_flags(serve, served=True)
+    add_option_flags(serve)
     text = "the README's main job: a small bundled batch with vgg16-hed"
     demo = _command(sub, "demo", _lazy("flows.runner", "demo_command"), text)
     demo.add_argument("-o", "--output", default="stylebatch-demo", help="default ./stylebatch-demo")

@@ -79,11 +79,11 @@ def run(
 ) -> int:
     """Run the flow with a progress bar over pairs; 0 all good, 1 some failed, 2 not started."""
     defaults = StyleOptions.from_dict(given, preset(preset_name))  # bad options: exit 2 now
-    count = _precheck(manifest, defaults, rows)
+    count = precheck(manifest, defaults, rows)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    from flows.batch import LISTENERS, PAIRS_FAILED, stylize_batch
+    from flows.batch import LISTENERS, PAIRS_FAILED
 
     parameters = dict(
         manifest=manifest,
@@ -93,17 +93,23 @@ def run(
         strict=args.strict,
         concurrency=args.concurrency or 1,
         rows=rows,
+        shards=getattr(args, "shards", None) or 1,
         preset=preset_name,
         **given,
     )
+    flow = batch_flow(args)
     with pair_bar(count, quiet=args.quiet) as advance:
-        listener = _listener(advance)
+        seen: set[int] = set()
+        listener = _listener(advance, seen)
         LISTENERS.append(listener)
         try:
-            state = stylize_batch(**parameters, return_state=True)
+            state = flow(**parameters, return_state=True)
         finally:
             LISTENERS.remove(listener)
-    if state.is_completed() or state.name == PAIRS_FAILED:
+        finished = state.is_completed() or state.name == PAIRS_FAILED
+        if finished:
+            _catch_up(advance, seen, output)
+    if finished:
         return _summary(output)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
@@ -119,7 +125,7 @@ def run(
     return EXIT_USAGE
 
 
-def _precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
+def precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
     """Fail fast, before any server starts: the manifest and the weights. Returns the row count."""
     parsed = load_manifest(manifest, defaults, read_text=storage.read_text, glob=storage.glob)
     for spec in sorted({resolve_spec(p.options.network, p.options.weights) for p in parsed.pairs}):
@@ -128,11 +134,66 @@ def _precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> 
     return len(numbers) if rows is None else len(set(numbers) & set(rows))
 
 
-def _listener(advance):
+def batch_flow(args: argparse.Namespace):
+    """The stylize-batch flow, on a Dask cluster when asked (`--task-runner dask`)."""
+    from flows.batch import stylize_batch
+
+    if getattr(args, "task_runner", None) != "dask" and not getattr(args, "dask_address", None):
+        return stylize_batch
+    return stylize_batch.with_options(task_runner=dask_runner(args))
+
+
+def dask_runner(args: argparse.Namespace):
+    """A DaskTaskRunner: the cluster at --dask-address, or a temporary one made here."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise StyleError("--task-runner dask needs prefect-dask: pip install prefect-dask") from exc
+    workers, kind = getattr(args, "dask_workers", None), getattr(args, "dask_cluster_class", None)
+    if args.dask_address:
+        if workers or kind:
+            raise StyleError(
+                "--dask-workers and --dask-cluster-class shape a temporary cluster; "
+                "with --dask-address the cluster exists already"
+            )
+        _reachable(args.dask_address)
+        return DaskTaskRunner(address=args.dask_address)
+    try:
+        return DaskTaskRunner(
+            cluster_class=kind, cluster_kwargs={"n_workers": workers} if workers else None
+        )
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise StyleError(f"--dask-cluster-class {kind}: cannot load it ({exc})") from exc
+
+
+def _reachable(address: str, seconds: float = 10) -> None:
+    """Fail now, in one line, when nothing listens at a Dask scheduler's address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        socket.create_connection((where.hostname, where.port or 8786), timeout=seconds).close()
+    except OSError as exc:
+        raise StyleError(f"--dask-address {address}: cannot connect ({exc})") from exc
+
+
+def _listener(advance, seen: set[int]):
     def listener(outcome: dict) -> None:
-        advance(f"row {outcome['row']}: {outcome['status']}")
+        if outcome["row"] not in seen:
+            seen.add(outcome["row"])
+            advance(f"row {outcome['row']}: {outcome['status']}")
 
     return listener
+
+
+def _catch_up(advance, seen: set[int], output: str) -> None:
+    """Advance the bar for pairs this process never heard of (they ran in other processes)."""
+    report = json.loads(storage.read_text(storage.join(output, "report.json")))
+    for pair in report["pairs"]:
+        if pair["row"] not in seen:
+            seen.add(pair["row"])
+            advance(f"row {pair['row']}: {pair['status']}")
 
 
 def _summary(output: str) -> int:

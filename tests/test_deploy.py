@@ -108,13 +108,13 @@ def test_a_worker_killed_mid_run_then_a_retry_finishes_the_batch(
     pool_server, workers, tmp_path, tiny_weights
 ):
     """SIGKILL the worker running a shard; the parent fails those pairs; a retry loses nothing."""
-    manifest = write_batch(tmp_path / "in", 6, shape=(48, 48))
+    manifest = write_batch(tmp_path / "in", 8, shape=(64, 64))
     output = tmp_path / "out"
     params = {
         "manifest": manifest,
         "output": output,
         "weights": tiny_weights,
-        "size": 48,
+        "size": 64,
         "iterations": 30,
         "shards": 2,
     }
@@ -147,9 +147,9 @@ def test_a_worker_killed_mid_run_then_a_retry_finishes_the_batch(
     retried = wait_final(pool_server, parent_id, after_run_count=parent.run_count)
     assert retried.state.is_completed(), retried.state.message
     again = read_report(output)
-    assert again["summary"] == {"done": len(failed), "skipped": 6 - len(failed), "failed": 0}
+    assert again["summary"] == {"done": len(failed), "skipped": 8 - len(failed), "failed": 0}
     for pair in again["pairs"]:
-        assert iio.imread(pair["output"]).shape[:2] == (48, 48)
+        assert iio.imread(pair["output"]).shape[:2] == (64, 64)
         sidecar = json.loads(Path(pair["output"]).with_suffix(".json").read_text())
         assert sidecar["output"] == pair["output"]
 

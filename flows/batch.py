@@ -121,14 +121,14 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     """The flow's body, for one process (or one shard)."""
     logger = get_run_logger()
     started = _now()
-    defaults = _defaults(given, run.preset)
-    manifest = _only(_manifest(run.manifest, defaults, run.strict), run.rows)
+    defaults = run_defaults(given, run.preset)
+    manifest = only_rows(read_manifest(run.manifest, defaults, run.strict), run.rows)
     cache_root = run.feature_cache or default_root()
-    checksums = _checksums(manifest)
+    checksums = weights_checksums(manifest)
     devices.pool(max(1, run.concurrency))
     output, force = run.output, run.force
     outcomes = [invalid_row(e) for e in manifest.errors]
-    jobs, failed = _plan(manifest, output, checksums)
+    jobs, failed = plan_jobs(manifest, output, checksums)
     outcomes += failed
     todo, skipped = _split_done(jobs, force)
     outcomes += skipped
@@ -190,7 +190,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _defaults(given: dict[str, Any], preset: str) -> StyleOptions:
+def run_defaults(given: dict[str, Any], preset: str) -> StyleOptions:
+    """The run's options: the preset with the given ones over it (bad ones stop the run)."""
     from stylecore.options import preset as named
 
     try:
@@ -199,7 +200,8 @@ def _defaults(given: dict[str, Any], preset: str) -> StyleOptions:
         raise RunError(str(exc)) from exc
 
 
-def _manifest(uri: str, defaults: StyleOptions, strict: bool) -> Manifest:
+def read_manifest(uri: str, defaults: StyleOptions, strict: bool) -> Manifest:
+    """The parsed manifest; with `strict`, any invalid row stops the run before any work."""
     manifest = load_manifest(uri, defaults, read_text=storage.read_text, glob=storage.glob)
     if strict and manifest.errors:
         lines = "; ".join(e.message for e in manifest.errors[:5])
@@ -210,7 +212,7 @@ def _manifest(uri: str, defaults: StyleOptions, strict: bool) -> Manifest:
     return manifest
 
 
-def _only(manifest: Manifest, rows: list[int] | None) -> Manifest:
+def only_rows(manifest: Manifest, rows: list[int] | None) -> Manifest:
     """The manifest cut down to some rows (a rerun of the failed ones)."""
     if rows is None:
         return manifest
@@ -222,7 +224,7 @@ def _only(manifest: Manifest, rows: list[int] | None) -> Manifest:
     )
 
 
-def _checksums(manifest: Manifest) -> dict[str, str]:
+def weights_checksums(manifest: Manifest) -> dict[str, str]:
     """Each distinct network's checksum; a missing or broken weights file stops the run here."""
     specs = {resolve_spec(p.options.network, p.options.weights) for p in manifest.pairs}
     try:
@@ -231,7 +233,10 @@ def _checksums(manifest: Manifest) -> dict[str, str]:
         raise RunError(str(exc)) from exc
 
 
-def _plan(manifest: Manifest, output: str, checksums: dict[str, str]):
+def plan_jobs(
+    manifest: Manifest, output: str, checksums: dict[str, str]
+) -> tuple[list[Job], list[Outcome]]:
+    """A job per valid pair whose inputs can be read; a failed outcome for each other pair."""
     uris = sorted({u for p in manifest.pairs for u in (p.content, *(s.uri for s in p.styles))})
     probes = hash_inputs(uris)
     jobs, failed = [], []

@@ -28,6 +28,14 @@ def add_run_flags(
         default=None,
         help="pairs at once on each device (default 1: one per GPU, one on a CPU)",
     )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="same-size pairs sharing a style optimized together in one tensor "
+        "(default 8 on a GPU, 1 on CPUs, where batching measured slower)",
+    )
     if served:
         add_serve_flags(parser)
         return

@@ -58,7 +58,7 @@ def demo_command(args: argparse.Namespace) -> int:
         raise StyleError(f"{manifest}: the demo needs the repository's examples/ folder")
     options = {"network": "vgg16-hed", "size": args.size, "iterations": args.iterations}
     args.feature_cache, args.force, args.strict = None, False, False
-    args.concurrency, args.quiet = None, False
+    args.concurrency, args.quiet, args.batch_size = None, False, None
     code = run(str(manifest), absolute(args.output), options, "default", args)
     if code != EXIT_USAGE:
         out = Path(args.output)
@@ -92,6 +92,7 @@ def run(
         force=args.force,
         strict=args.strict,
         concurrency=args.concurrency or 1,
+        batch_size=getattr(args, "batch_size", None),
         rows=rows,
         shards=getattr(args, "shards", None) or 1,
         preset=preset_name,

@@ -31,6 +31,7 @@ def serve_command(args: argparse.Namespace) -> int:
         "force": args.force,
         "strict": args.strict,
         "concurrency": args.concurrency or 1,
+        "batch_size": args.batch_size,
         "shards": args.shards or 1,
         "preset": args.preset,
         **given,

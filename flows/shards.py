@@ -69,7 +69,7 @@ def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
     """Split the manifest into shards, run each as a child flow run, merge and publish."""
     logger = get_run_logger()
     started = _now()
-    manifest = _manifest(run, given)
+    manifest = _checked_manifest(run, given)
     numbers = sorted({p.row for p in manifest.pairs} | {e.row for e in manifest.errors})
     wanted = numbers if run.rows is None else sorted(set(numbers) & set(run.rows))
     shards = [Shard(i, rows) for i, rows in enumerate(split_rows(wanted, run.shards), 1)]
@@ -88,10 +88,10 @@ def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
     return _final(document, run.output, logger)
 
 
-def _manifest(run: Run, given: dict[str, Any]) -> Manifest:
+def _checked_manifest(run: Run, given: dict[str, Any]) -> Manifest:
     """The whole manifest, checked (and the weights loaded) before any child starts."""
-    manifest = batch._manifest(run.manifest, batch._defaults(given, run.preset), run.strict)
-    batch._checksums(manifest)  # no weights: stop here, not once in every shard
+    manifest = batch.read_manifest(run.manifest, batch.run_defaults(given, run.preset), run.strict)
+    batch.weights_checksums(manifest)  # no weights: stop here, not once in every shard
     return manifest
 
 
@@ -207,8 +207,8 @@ def _ended(state: State) -> str:
 
 def _settle(manifest: Manifest, rows: list[int], error: str, run: Run, since: str) -> list[dict]:
     """Outcomes of a shard that left no report: pairs with an output are done, the rest failed."""
-    part = batch._only(manifest, rows)
-    jobs, unusable = batch._plan(part, run.output, batch._checksums(part))
+    part = batch.only_rows(manifest, rows)
+    jobs, unusable = batch.plan_jobs(part, run.output, batch.weights_checksums(part))
     outcomes = [invalid_row(e).to_dict() for e in part.errors] + [o.to_dict() for o in unusable]
     for job in jobs:
         lost = job.outcome("failed", f"row {job.row}: {error}").to_dict()

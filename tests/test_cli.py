@@ -28,12 +28,29 @@ def pair(tmp_path) -> tuple[str, str]:
 
 def test_stylize_writes_the_image_and_its_sidecar(pair, tiny_weights, tmp_path, capsys):
     out = tmp_path / "out" / "result.png"
-    code = main(["stylize", *pair, "-o", str(out), "--weights", str(tiny_weights), "--size", "48",
-                 "--iterations", "4", "--seed", "3", "--quiet"])
+    code = main(
+        [
+            "stylize",
+            *pair,
+            "-o",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--size",
+            "48",
+            "--iterations",
+            "4",
+            "--seed",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert iio.imread(out).shape == (34, 48, 3)
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar["content"]["uri"] == pair[0] and sidecar["content"]["sha256"].startswith("sha256:")
+    assert sidecar["content"]["uri"] == pair[0] and sidecar["content"]["sha256"].startswith(
+        "sha256:"
+    )
     assert sidecar["options"]["seed"] == 3 and sidecar["options"]["iterations"] == 4
     assert len(sidecar["losses"]["history"]) == 4 and sidecar["network"]["checksum"]
     assert {"tensorflow", "numpy", "python"} <= set(sidecar["versions"])
@@ -62,8 +79,21 @@ def test_features_match_an_independent_implementation(tmp_path, layout):
     image.write_bytes(images.encode_png(rgb))
     layers = ["relu1_1", "relu2_1", "relu3_2", "relu4_2", "relu5_1"]
     out = tmp_path / "features.npz"
-    assert main(["features", str(image), "--weights", str(weights), "--layers", ",".join(layers),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(image),
+                "--weights",
+                str(weights),
+                "--layers",
+                ",".join(layers),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     decoded = images.decode(image.read_bytes(), "image").rgb  # the same 8-bit pixels
     expected = reference(net, decoded, layers)
     with np.load(out, allow_pickle=False) as got:
@@ -78,8 +108,23 @@ def test_features_at_a_size(tmp_path, tiny_weights):
     image = tmp_path / "image.png"
     image.write_bytes(images.encode_png(noise_image(40, 80, seed=6)))
     out = tmp_path / "f.npz"
-    assert main(["features", str(image), "--weights", str(tiny_weights), "--layers", "relu1_1",
-                 "--size", "32", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(image),
+                "--weights",
+                str(tiny_weights),
+                "--layers",
+                "relu1_1",
+                "--size",
+                "32",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with np.load(out) as got:
         assert got["relu1_1"].shape[:2] == (16, 32)
 

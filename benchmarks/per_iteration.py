@@ -1,0 +1,98 @@
+"""Section 1: seconds per iteration of our Adam and L-BFGS steps against the floor and the seed port.
+
+Every column is timed in this process, round-robin (one step of each in turn), so background
+load on a shared machine lands on all of them alike. A step of ours is one `next()` of
+`Stylizer.steps`: the compiled update plus the losses copied to the host, as the CLI runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from baseline import PlainVGG, SeedPort, floor_step
+from common import ISSUE_FLOOR, PUBLISHED_NEURAL_STYLE_256, fmt, interleaved, square, table
+
+from stylecore.options import DEFAULTS
+from stylecore.stylize import Stylizer
+from stylecore.weights import load_weights
+
+COLUMNS = ("floor", "floor_xla", "adam", "lbfgs", "seed_port")
+
+
+def measure(weights_path: str, sizes: list[int], warmup: int, repeats: int) -> dict[str, Any]:
+    """Per-iteration seconds of every column at every size."""
+    weights = load_weights(weights_path)
+    rows = []
+    for size in sizes:
+        timings = _one_size(weights, weights_path, size, warmup, repeats)
+        rows.append({"size": size, **timings})
+    return {"weights": weights_path, "warmup": warmup, "repeats": repeats, "rows": rows}
+
+
+def _one_size(weights, weights_path: str, size: int, warmup: int, repeats: int) -> dict:
+
+    content, style = square("chelsea.png", size), square("swirls.png", size)
+    options = DEFAULTS.replace(weights=weights_path, size=size, iterations=warmup + repeats)
+    stylizer = Stylizer(weights, options)
+    grams = stylizer.grams(style, options)
+    ours = {
+        name: stylizer.steps(
+            content[np.newaxis], lambda _: [grams], options.replace(optimizer=name)
+        )
+        for name in ("adam", "lbfgs")
+    }
+    net = PlainVGG(weights, "relu5_1")
+    x = tf.constant((content - net.mean)[np.newaxis], tf.float32)
+    floor = floor_step(net)
+    floor_xla = tf.function(floor.python_function, jit_compile=True)
+    port = SeedPort(weights, content, style)
+    steps = {
+        "floor": lambda: floor(x).numpy(),
+        "floor_xla": lambda: floor_xla(x).numpy(),
+        "adam": lambda: next(ours["adam"]),
+        "lbfgs": lambda: next(ours["lbfgs"]),
+        "seed_port": lambda: float(port.train_step()),
+    }
+    return interleaved(steps, warmup, repeats)
+
+
+def render(result: dict[str, Any]) -> str:
+    """The markdown table, then the published figure clearly marked as not measured here."""
+    rows = []
+    for r in result["rows"]:
+        m = {c: r[c]["median"] for c in COLUMNS}
+        rows.append(
+            [
+                r["size"],
+                fmt(m["floor"]),
+                fmt(m["floor_xla"]),
+                f"{fmt(m['adam'])} ({m['adam'] / m['floor']:.2f}×)",
+                f"{fmt(m['lbfgs'])} ({m['lbfgs'] / m['floor']:.2f}×)",
+                fmt(m["seed_port"]),
+                f"{m['adam'] / m['seed_port']:.2f}",
+            ]
+        )
+    headers = [
+        "size px",
+        "floor s",
+        "floor XLA s",
+        "ours adam s (× floor)",
+        "ours lbfgs s (× floor)",
+        "seed-port s",
+        "ours adam ÷ seed-port",
+    ]
+    notes = [
+        f"Median of {result['repeats']} timed steps after {result['warmup']} warm-up steps, "
+        f"weights `{result['weights']}`, content chelsea × style swirls, square, batch 1.",
+        "Floor: forward to relu5_1 + gradient of Σ relu5_1 w.r.t. the input (tf.function; the "
+        "XLA column is the same function with jit_compile=True, for information).",
+        "Targets (issue 5): ours ≤ 1.10× floor at 256 and 512 px; ours adam ≤ seed-port.",
+        "",
+        "Reference, **not measured here** (quoted in issue 5): anishathalye/neural-style "
+        f"≈ {PUBLISHED_NEURAL_STYLE_256} s/iteration at 256² on 2 CPU cores (target for ours "
+        f"adam: ≤ 0.8× = {0.8 * PUBLISHED_NEURAL_STYLE_256:.2f} s); the issue's own floor "
+        "figures: " + ", ".join(f"{k}² {v} s" for k, v in ISSUE_FLOOR.items()) + ".",
+    ]
+    return table(headers, rows) + "\n\n" + "\n".join(notes)

@@ -93,6 +93,8 @@ def stylize_batch(
     iterations: int | None = None,
     size: int | None = None,
     levels: int | None = None,
+    precision: str | None = None,
+    xla: bool | None = None,
     preset: str = "default",
 ) -> dict[str, Any] | State:
     """Stylize every pair of a manifest into `output`; returns the report."""

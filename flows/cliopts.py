@@ -36,6 +36,8 @@ HELP = {
     "iterations": "iterations per level",
     "size": "longest side of the output in pixels",
     "levels": "coarse-to-fine levels (each half the size of the next)",
+    "precision": "float32, or bfloat16 for the network on GPUs (Grams and losses stay float32)",
+    "xla": "compile each optimizer step with XLA",
 }
 _TYPES = typing.get_type_hints(StyleOptions)
 

@@ -16,7 +16,13 @@ Features = dict[str, tf.Tensor]
 class FeatureNet:
     """Maps mean-subtracted RGB images (B, H, W, 3) to the named layers' activations."""
 
-    def __init__(self, weights: NetworkWeights, layers: Iterable[str], pooling: str | None = None):
+    def __init__(
+        self,
+        weights: NetworkWeights,
+        layers: Iterable[str],
+        pooling: str | None = None,
+        precision: str = "float32",
+    ):
         self.outputs = tuple(dict.fromkeys(layers))
         missing = [name for name in self.outputs if name not in weights.layer_names]
         if missing:
@@ -28,9 +34,14 @@ class FeatureNet:
         self.weights = weights.truncated(deepest)
         self.pooling = pooling
         self.mean = tf.constant(weights.mean_rgb.reshape(1, 1, 1, 3), tf.float32)
+        # bfloat16 halves memory traffic and doubles tensor-core rates on GPUs; features come
+        # back as float32 so Grams and losses keep their precision.
+        self.dtype = tf.dtypes.as_dtype(precision)
         # Constants, not variables: the graph folds them, and nothing here is ever trained.
         self._params = [
-            (tf.constant(layer.kernel), tf.constant(layer.bias)) if layer.kind == "conv" else None
+            (tf.constant(layer.kernel, self.dtype), tf.constant(layer.bias, self.dtype))
+            if layer.kind == "conv"
+            else None
             for layer in self.weights.layers
         ]
 
@@ -38,11 +49,11 @@ class FeatureNet:
         """Activations of the requested layers; `images` are mean-subtracted, float32."""
         wanted = set(self.outputs)
         features: Features = {}
-        x = images
+        x = tf.cast(images, self.dtype)
         for layer, params in zip(self.weights.layers, self._params, strict=True):
             x = self._apply(layer, params, x)
             if layer.name in wanted:
-                features[layer.name] = x
+                features[layer.name] = tf.cast(x, tf.float32)
         return features
 
     def preprocess(self, rgb: np.ndarray | tf.Tensor) -> tf.Tensor:

@@ -56,6 +56,9 @@ class StyleOptions:
     size: int = 512  # longest side of the output, in pixels
     levels: int = 1  # coarse-to-fine: sizes size/2**(levels-1), …, size
 
+    precision: str = "float32"  # the network's arithmetic: float32 | bfloat16 (GPUs)
+    xla: bool = False  # compile each optimizer step with XLA (no gain measured on CPUs)
+
     def __post_init__(self) -> None:
         for problem in _problems(self):
             raise OptionsError(problem)
@@ -166,6 +169,8 @@ def _problems(o: StyleOptions) -> typing.Iterator[str]:
     """Each out-of-range value, as a message naming the option."""
     if o.pooling not in ("max", "avg"):
         yield f"option 'pooling': {o.pooling!r} is not max or avg"
+    if o.precision not in ("float32", "bfloat16"):
+        yield f"option 'precision': {o.precision!r} is not float32 or bfloat16"
     if o.optimizer not in ("lbfgs", "adam"):
         yield f"option 'optimizer': {o.optimizer!r} is not lbfgs or adam"
     if not o.content_layers and o.content_weight > 0:

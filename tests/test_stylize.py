@@ -158,3 +158,29 @@ def test_normalized_losses_are_relative_errors(options, stylizer):
     scaled = {n: 1.5 * f for n, f in targets.content.items()}
     doubled = type(targets)(scaled, targets.style, targets.scales, targets.norms)
     assert float(objective(x, *doubled.as_args())["content"][0]) == pytest.approx(0.25, rel=1e-4)
+
+
+def test_every_option_is_a_flag_and_a_flow_parameter():
+    """One name everywhere: CLI --style-weight, manifest style_weight, flow style_weight."""
+    import inspect
+
+    from flows.batch import stylize_batch
+    from flows.cli import build_parser
+    from stylecore.options import option_names
+
+    parameters = set(inspect.signature(stylize_batch.fn).parameters)
+    assert set(option_names()) <= parameters
+    stylize_help = build_parser().parse_args(["stylize", "c", "s", "-o", "o"])
+    assert set(option_names()) <= set(vars(stylize_help))
+
+
+def test_bfloat16_features_stay_close_to_float32(tiny_weights):
+    from stylecore.network import FeatureNet, extract
+
+    weights = shared_weights(str(tiny_weights))
+    rgb = noise_image(32, 48, seed=8)
+    f32 = extract(FeatureNet(weights, ["relu3_1"]), rgb)["relu3_1"]
+    bf16 = extract(FeatureNet(weights, ["relu3_1"], precision="bfloat16"), rgb)["relu3_1"]
+    assert bf16.dtype == np.float32
+    assert np.linalg.norm(bf16 - f32) / np.linalg.norm(f32) < 0.05
+    assert not np.array_equal(bf16, f32)  # it did compute in bfloat16

@@ -34,7 +34,7 @@ def add_run_flags(
         default=None,
         metavar="N",
         help="same-size pairs sharing a style optimized together in one tensor "
-        "(default 8 on a GPU, 1 on CPUs, where batching measured slower)",
+        "(default 8 on a GPU, 1 on CPUs, where a batch is no faster per image)",
     )
     if served:
         add_serve_flags(parser)

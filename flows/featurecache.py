@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flows import storage
+from stylecore import images
 from stylecore.options import StyleOptions
 from stylecore.paths import cache_dir
-from stylecore.stylize import Grams
+from stylecore.stylize import Grams, GramsFor, Stylizer, blend, prepare_style, style_size
+
+if TYPE_CHECKING:
+    from flows.plan import StyleInput
 
 FORMAT = 1  # bump when the meaning of a cached array changes
 
@@ -61,3 +66,48 @@ class FeatureCache:
         storage.write_bytes(self._uri(key, ".npz"), buffer.getvalue())
         document = {"key": key, "layers": sorted(grams), **meta}
         storage.write_bytes(self._uri(key, ".json"), json.dumps(document, indent=1).encode())
+
+    def compute(
+        self, key: str, uri: str, options: StyleOptions, longest: int, stylizer: Stylizer
+    ) -> tuple[int, int]:
+        """Store the Grams of the style at `uri` for a content of this longest side; the style's
+        working shape."""
+        rgb = prepare_style(images.decode(storage.read_bytes(uri), uri), longest, options)
+        meta = {
+            "style": uri,
+            "network": stylizer.weights.checksum,
+            "style_shape": list(rgb.shape[:2]),
+            "layers_order": list(options.style_layers),
+        }
+        self.put(key, stylizer.grams(rgb, options), meta)
+        return rgb.shape[:2]
+
+
+def grams_source(
+    cache: FeatureCache,
+    styles: Sequence[StyleInput],
+    keys: dict[int, tuple[str, ...]],
+    stylizer: Stylizer,
+) -> Callable[[StyleOptions], GramsFor]:
+    """For some options, the function from a level's longest side to the blended Gram targets,
+    from the cache; computed into it first when missing (a smaller size after running out of
+    memory, a cache cleaned up in the meantime). `keys`: the planned keys by longest side."""
+
+    def for_options(options: StyleOptions) -> GramsFor:
+        def grams_for(longest: int) -> list[Grams]:
+            wanted = keys.get(longest) or tuple(
+                feature_key(
+                    s.sha256, stylizer.weights.checksum, options, style_size(longest, options)
+                )
+                for s in styles
+            )
+            per_style = []
+            for style, key in zip(styles, wanted, strict=True):
+                if not cache.has(key):
+                    cache.compute(key, style.uri, options, longest, stylizer)
+                per_style.append(cache.get(key))
+            return [blend(per_style, options.style_blend)]
+
+        return grams_for
+
+    return for_options

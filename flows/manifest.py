@@ -194,6 +194,8 @@ def safe_output_name(name: str) -> str:
     shown = _short(name)
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ValueError(f"{shown!r} contains a control character")
+    if _SCHEME.match(name):
+        raise ValueError(f"{shown!r} is a URI; outputs are paths relative to the output root")
     path = name.replace("\\", "/")  # a backslash is a separator to Windows and to S3 consoles
     if path.startswith("/") or re.match(r"[A-Za-z]:", path):
         raise ValueError(f"{shown!r} is absolute; outputs are relative to the output root")
@@ -237,10 +239,13 @@ def load_manifest(
     fmt: str | None = None,
 ) -> Manifest:
     """Read and parse the manifest at `source`; ManifestError when it cannot be read."""
+    where = source
     try:
-        text = read_text(resolve(source, os.getcwd()))
+        where = resolve(source, os.getcwd())
+        text = read_text(where)
     except (OSError, ValueError, StyleError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ManifestError(f"{source}: cannot read the manifest: {_one_line(exc)}") from exc
+        cause = _one_line(exc).removeprefix(f"{where}: ").removeprefix(f"{source}: ")
+        raise ManifestError(f"{source}: cannot read the manifest: {cause}") from exc
     return parse_manifest(text, source, defaults, fmt=fmt, glob=glob)
 
 

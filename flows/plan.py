@@ -13,9 +13,11 @@ from typing import Any
 from flows import storage
 from flows.featurecache import feature_key
 from flows.manifest import Pair, RowError
+from stylecore.errors import StyleError
 from stylecore.images import fit_shape
 from stylecore.options import StyleOptions
-from stylecore.stylize import level_sizes, style_size
+from stylecore.stylize import level_sizes, shared_weights, style_size
+from stylecore.weights import min_side, require_layers, resolve_spec
 
 MAX_STEM = 60  # characters of each input's stem in an automatic output name
 
@@ -36,6 +38,7 @@ class Probe:
     sha256: str = ""
     shape: tuple[int, int] = (0, 0)  # (H, W), upright
     error: str | None = None
+    notes: tuple[str, ...] = ()  # what decoding changed: "animated GIF: used the first of 3 frames"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Job:
     feature_keys: dict[int, tuple[str, ...]]  # content longest side → one key per style
     label: str  # "chelsea × starry"
     shape: tuple[int, int]  # the content's working shape (H, W): jobs batch only when equal
+    root: str = ""  # the output root: writes stay inside it
+    notes: tuple[str, ...] = ()  # the styles' decoding notes, for the sidecar
 
     @property
     def sidecar(self) -> str:
@@ -80,9 +85,15 @@ class Outcome:
     seconds: float = 0.0
     worker: str = ""
     losses: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. a smaller size after running out of memory
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        line = dict(self.__dict__)
+        if not line["notes"]:  # the report's schema has no notes; they appear only when there are
+            del line["notes"]
+        return line
 
 
 def worker_id() -> str:
@@ -140,16 +151,55 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         feature_keys=keys,
         label=f"{stem(pair.content)} × {style_stem}",
         shape=fit_shape(probes[pair.content].shape, options.size),
+        root=output_root,
+        notes=tuple(f"style '{s.uri}': {n}" for s in styles for n in probes[s.uri].notes),
     )
 
 
 def unreadable(pair: Pair, probes: dict[str, Probe]) -> Outcome | None:
-    """A failed outcome naming the first input of the pair that could not be used, if any."""
-    for role, uri in [("content", pair.content)] + [("style", s.uri) for s in pair.styles]:
+    """A failed outcome naming the first input of the pair that cannot be used, if any: unreadable,
+    too small for the network at its working size, or the network lacks a requested layer."""
+    error = _unusable(pair, probes)
+    if error is None:
+        return None
+    style = style_text([(s.uri, s.weight) for s in pair.styles])
+    return Outcome(pair.row, pair.content, style, "failed", error=error, worker=worker_id())
+
+
+def _unusable(pair: Pair, probes: dict[str, Probe]) -> str | None:
+    inputs = [("content", pair.content)] + [("style", s.uri) for s in pair.styles]
+    for role, uri in inputs:
         if probes[uri].error:
-            style = style_text([(s.uri, s.weight) for s in pair.styles])
-            error = f"{role} '{uri}': {probes[uri].error}"
-            return Outcome(pair.row, pair.content, style, "failed", error=error, worker=worker_id())
+            return f"{role} '{uri}': {probes[uri].error}"
+    o = pair.options
+    spec = resolve_spec(o.network, o.weights)
+    try:
+        weights = shared_weights(spec)  # loaded once per process, before the plan
+        require_layers(weights, (*o.content_layers, *o.style_layers))
+    except StyleError as exc:
+        return f"weights '{spec}': {str(exc).removeprefix(f'{spec}: ')}"
+    least = min_side(weights, (*o.content_layers, *o.style_layers))
+    for role, uri in inputs:
+        small = _too_small(probes[uri].shape, role, o, least)
+        if small:
+            return f"{role} '{uri}': {small}"
+    return None
+
+
+def _too_small(shape: tuple[int, int], role: str, o: StyleOptions, least: int) -> str | None:
+    """Why an image of this (H, W) cannot go through the network at its working sizes, or None."""
+    final = fit_shape(shape, o.size)
+    for longest in level_sizes(o):  # coarsest first: the smallest working shape comes first
+        if role == "content":
+            working = fit_shape(final, longest)
+        else:
+            working = fit_shape(shape, style_size(longest, o))
+        if min(working) < least:
+            return (
+                f"{shape[1]}×{shape[0]} pixels shrink to {working[1]}×{working[0]} at the working "
+                f"size ({max(working)} px), too small for the network, which needs at least "
+                f"{least} px on each side; crop it or raise --size"
+            )
     return None
 
 

@@ -126,7 +126,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     defaults = run_defaults(given, run.preset)
     manifest = only_rows(read_manifest(run.manifest, defaults, run.strict), run.rows)
     cache_root = run.feature_cache or default_root()
-    checksums = weights_checksums(manifest)
+    checksums = weights_checksums(manifest, resolve_spec(defaults.network, defaults.weights))
     devices.pool(max(1, run.concurrency))
     output, force = run.output, run.force
     outcomes = [invalid_row(e) for e in manifest.errors]
@@ -226,13 +226,18 @@ def only_rows(manifest: Manifest, rows: list[int] | None) -> Manifest:
     )
 
 
-def weights_checksums(manifest: Manifest) -> dict[str, str]:
-    """Each distinct network's checksum; a missing or broken weights file stops the run here."""
+def weights_checksums(manifest: Manifest, run_spec: str | None = None) -> dict[str, str]:
+    """Each distinct network's checksum. The run's own (`run_spec`; any when None) stops the run
+    when it cannot be read; one that only some rows name fails those rows (plan.unreadable)."""
     specs = {resolve_spec(p.options.network, p.options.weights) for p in manifest.pairs}
-    try:
-        return {spec: shared_weights(spec).checksum for spec in sorted(specs)}
-    except StyleError as exc:
-        raise RunError(str(exc)) from exc
+    checksums = {}
+    for spec in sorted(specs):
+        try:
+            checksums[spec] = shared_weights(spec).checksum
+        except StyleError as exc:
+            if run_spec is None or spec == run_spec:
+                raise RunError(str(exc)) from exc
+    return checksums
 
 
 def plan_jobs(

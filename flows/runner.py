@@ -16,7 +16,7 @@ from flows.progress import pair_bar
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions, preset
 from stylecore.stylize import shared_weights
-from stylecore.weights import resolve_spec
+from stylecore.weights import require_layers, resolve_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -83,7 +83,12 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # A temporary server on a loaded 2-core machine can take over Prefect's default 20 s to start.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from flows.batch import LISTENERS, PAIRS_FAILED
+
+    check_api()
+    storage.check_writable(storage.join(output, "report.json"))  # a read-only root: exit 2 now
 
     parameters = dict(
         manifest=manifest,
@@ -109,9 +114,10 @@ def run(
             LISTENERS.remove(listener)
         finished = state.is_completed() or state.name == PAIRS_FAILED
         if finished:
-            _catch_up(advance, seen, output)
+            report = _own_report(output, state)
+            _catch_up(advance, seen, report)
     if finished:
-        return _summary(output)
+        return _summary(output, report)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         message = (
@@ -127,12 +133,38 @@ def run(
 
 
 def precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
-    """Fail fast, before any server starts: the manifest and the weights. Returns the row count."""
+    """Fail fast, before any server starts: the manifest, the run's weights and their layers.
+    A weights file only some rows name fails those rows in the flow. Returns the row count."""
     parsed = load_manifest(manifest, defaults, read_text=storage.read_text, glob=storage.glob)
+    run_spec = resolve_spec(defaults.network, defaults.weights)
     for spec in sorted({resolve_spec(p.options.network, p.options.weights) for p in parsed.pairs}):
-        shared_weights(spec)
+        try:
+            weights = shared_weights(spec)
+        except StyleError:
+            if spec == run_spec:
+                raise
+            continue
+        if spec == run_spec:
+            require_layers(weights, (*defaults.content_layers, *defaults.style_layers))
     numbers = [p.row for p in parsed.pairs] + [e.row for e in parsed.errors]
     return len(numbers) if rows is None else len(set(numbers) & set(rows))
+
+
+def check_api() -> None:
+    """A Prefect API that PREFECT_API_URL names but that does not answer: one line, now."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:  # a temporary local server will be started
+        return
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise StyleError(
+            f"cannot reach the Prefect API at {url} ({type(problem).__name__}); start the server "
+            "or unset PREFECT_API_URL to use a temporary one"
+        )
 
 
 def batch_flow(args: argparse.Namespace):
@@ -188,17 +220,23 @@ def _listener(advance, seen: set[int]):
     return listener
 
 
-def _catch_up(advance, seen: set[int], output: str) -> None:
+def _own_report(output: str, state) -> dict:
+    """This run's report: reports/<flow-run-id>.json, since report.json may already be another
+    run's when two runs share the output root."""
+    own = storage.join(output, "reports", f"{state.state_details.flow_run_id}.json")
+    uri = own if storage.exists(own) else storage.join(output, "report.json")
+    return json.loads(storage.read_text(uri))
+
+
+def _catch_up(advance, seen: set[int], report: dict) -> None:
     """Advance the bar for pairs this process never heard of (they ran in other processes)."""
-    report = json.loads(storage.read_text(storage.join(output, "report.json")))
     for pair in report["pairs"]:
         if pair["row"] not in seen:
             seen.add(pair["row"])
             advance(f"row {pair['row']}: {pair['status']}")
 
 
-def _summary(output: str) -> int:
-    report = json.loads(storage.read_text(storage.join(output, "report.json")))
+def _summary(output: str, report: dict) -> int:
     s = report["summary"]
     computed = sum(f["cache"] == "computed" for f in report["style_features"])
     reused = sum(f["cache"] == "reused" for f in report["style_features"])
@@ -208,7 +246,8 @@ def _summary(output: str) -> int:
     )
     for pair in report["pairs"]:
         if pair["status"] == "failed":
-            print(f"  row {pair['row']}: {pair['error']}")
+            error = pair["error"].removeprefix(f"row {pair['row']}: ")
+            print(f"  row {pair['row']}: {error}")
     print(f"report: {storage.join(output, 'report.json')}")
     if s["failed"]:
         print(f"after fixing the inputs: stylebatch rerun {storage.join(output, 'report.json')}")

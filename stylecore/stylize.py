@@ -63,7 +63,7 @@ class Stylizer:
     def __init__(self, weights: NetworkWeights, options: StyleOptions):
         layers = (*options.content_layers, *options.style_layers)
         self.weights = weights
-        self.net = FeatureNet(weights, layers, options.pooling)
+        self.net = FeatureNet(weights, layers, options.pooling, options.precision)
         self.min_side = min_side(weights, layers)  # smaller inputs vanish before the deepest layer
         self._optimizers: dict[tuple, Optimizer] = {}
 
@@ -172,6 +172,7 @@ class Stylizer:
             options.content_layer_weights,
             options.style_layers,
             options.style_layer_weight_exp,
+            options.xla,
         )
         if key not in self._optimizers:
             self._optimizers[key] = optimizer_for(self._objective(options), options)
@@ -230,16 +231,21 @@ def shared_weights(spec: str) -> NetworkWeights:
 def shared_stylizer(options: StyleOptions, device: str | None = None) -> Stylizer:
     """The process-wide Stylizer for these options on a device: weights are read once."""
     spec = resolve_spec(options.network, options.weights)
-    return _stylizer(spec, options.content_layers, options.style_layers, options.pooling, device)
+    network = StyleOptions(  # only what shapes the network: one Stylizer serves all the rest
+        content_layers=options.content_layers,
+        style_layers=options.style_layers,
+        pooling=options.pooling,
+        precision=options.precision,
+    )
+    return _stylizer(spec, network, device)
 
 
 @functools.lru_cache(maxsize=16)
-def _stylizer(spec: str, content_layers, style_layers, pooling, device) -> Stylizer:
-    layers = StyleOptions(content_layers=content_layers, style_layers=style_layers, pooling=pooling)
+def _stylizer(spec: str, network: StyleOptions, device: str | None) -> Stylizer:
     if device is None:
-        return Stylizer(shared_weights(spec), layers)
+        return Stylizer(shared_weights(spec), network)
     with tf.device(device):  # the network's constants live on this device
-        return Stylizer(shared_weights(spec), layers)
+        return Stylizer(shared_weights(spec), network)
 
 
 def prepare_content(picture: images.Picture, options: StyleOptions) -> np.ndarray:

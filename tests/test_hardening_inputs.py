@@ -349,11 +349,6 @@ def test_unusable_weights_exit_2_with_one_line(tmp_path, tiny_weights, capsys, k
     assert line.startswith("stylebatch: error: ") and str(path) in line and expected in line, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/runner.py _precheck loads weights but does not check the requested layers; "
-    "the run starts and every pair fails (exit 1). Needs the _precheck change in the report.",
-)
 def test_a_network_without_the_requested_layers_exits_2(tmp_path, tiny_weights, capsys):
     Image.fromarray(rgb(40, 56, 1)).save(tmp_path / "a.png")
     (tmp_path / "m.csv").write_text("content,style\na.png,a.png\n")
@@ -363,11 +358,6 @@ def test_a_network_without_the_requested_layers_exits_2(tmp_path, tiny_weights, 
     assert "has no layer relu9_1" in stderr and len(stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/runner.py _precheck and flows/batch.py _checksums stop the whole run (exit 2) "
-    "for a row's own bad weights file; needs the change described in the report.",
-)
 def test_a_row_naming_a_bad_weights_file_fails_alone(tmp_path, tiny_weights, capsys):
     files = weights_files(tmp_path / "w", tiny_weights)
     Image.fromarray(rgb(40, 56, 1)).save(tmp_path / "a.png")

@@ -351,11 +351,6 @@ def test_out_of_memory_retries_once_at_a_smaller_size_and_says_so(tmp_path, tiny
 # --- the Prefect API unreachable -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/runner.py lets Prefect's RuntimeError('Failed to reach API …') through as a "
-    "traceback and exit 1; needs the _check_api change described in the report.",
-)
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_weights):
     manifest = write_batch(tmp_path / "in", 1)
     args = cli_args(manifest, tmp_path / "out", tiny_weights, size=32, iterations=2)

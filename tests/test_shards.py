@@ -114,7 +114,9 @@ def test_a_lost_shard_keeps_its_finished_pairs_and_fails_the_rest(batch):
     run = Run(batch["manifest"], batch["output"], shards=2)
     given = {"weights": batch["weights"], "size": SIZE, "iterations": ITERATIONS}
     cause = "shard 2's flow run crashed (Flow run infrastructure exited with status -9)"
-    pairs = _settle(_checked_manifest(run, given), [4, 5, 6], cause, run, "2000-01-01T00:00:00+00:00")
+    pairs = _settle(
+        _checked_manifest(run, given), [4, 5, 6], cause, run, "2000-01-01T00:00:00+00:00"
+    )
     by_row = {p["row"]: p for p in pairs}
     assert by_row[5]["status"] == "done" and by_row[5]["output"].endswith(".png")
     assert by_row[6]["status"] == "failed"

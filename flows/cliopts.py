@@ -37,7 +37,7 @@ HELP = {
     "size": "longest side of the output in pixels",
     "levels": "coarse-to-fine levels (each half the size of the next)",
     "precision": "float32, or bfloat16 for the network on GPUs (Grams and losses stay float32)",
-    "xla": "compile each optimizer step with XLA",
+    "xla": "compile each optimizer step with XLA (unset: on from 256 px and 50 iterations)",
 }
 _TYPES = typing.get_type_hints(StyleOptions)
 
@@ -49,7 +49,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(StyleOptions):
         flag = "--" + field.name.replace("_", "-")
         text = f"{HELP.get(field.name, '')} (default: {_shown(field.default)})"
-        if _TYPES[field.name] is bool:
+        if _TYPES[field.name] in (bool, bool | None):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             group.add_argument(flag, default=None, metavar=_metavar(field.name), help=text)

@@ -172,7 +172,7 @@ class Stylizer:
             options.content_layer_weights,
             options.style_layers,
             options.style_layer_weight_exp,
-            options.xla,
+            options.use_xla,
         )
         if key not in self._optimizers:
             self._optimizers[key] = optimizer_for(self._objective(options), options)

@@ -184,3 +184,44 @@ def test_bfloat16_features_stay_close_to_float32(tiny_weights):
     assert bf16.dtype == np.float32
     assert np.linalg.norm(bf16 - f32) / np.linalg.norm(f32) < 0.05
     assert not np.array_equal(bf16, f32)  # it did compute in bfloat16
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_xla_steps_match_plain_ones(options, stylizer, optimizer):
+    o = options.replace(optimizer=optimizer, iterations=8)
+    content = noise_image(32, 48, seed=11)
+    grams = [stylizer.grams(noise_image(48, 48, seed=12), o)]
+
+    def run(xla: bool):
+        steps = list(stylizer.steps(content[None], lambda longest: grams, o.replace(xla=xla)))
+        return [float(s.losses["total"][0]) for s in steps], stylizer.net.deprocess(steps[-1].image)
+
+    plain_losses, plain = run(False)
+    xla_losses, compiled = run(True)
+    assert len(stylizer._optimizers) == 2  # two compiled steps, not one reused
+    assert xla_losses == pytest.approx(plain_losses, rel=1e-3)
+    assert xla_losses[-1] < 0.7 * xla_losses[0]
+    assert np.abs(compiled - plain).max() < 2.0  # fused float sums differ by noise, not levels
+
+
+def test_xla_is_automatic_only_where_its_compile_pays():
+    assert StyleOptions().xla is None and StyleOptions().use_xla  # 512 px, 300 iterations
+    assert not StyleOptions(size=128).use_xla
+    assert not StyleOptions(iterations=20).use_xla
+    assert not StyleOptions(xla=False).use_xla
+    assert StyleOptions(size=64, iterations=5, xla=True).use_xla
+    assert StyleOptions.from_dict({"xla": "off"}).xla is False
+    assert StyleOptions.from_dict({"xla": ""}).xla is None
+
+
+def test_xla_flag_turns_it_on_off_or_leaves_it_automatic():
+    from flows.cli import build_parser
+    from flows.cliopts import options_from_args
+
+    def parsed(*flags: str) -> StyleOptions:
+        args = build_parser().parse_args(["stylize", "c", "s", "-o", "o", *flags])
+        return options_from_args(args)
+
+    assert parsed().xla is None
+    assert parsed("--xla").xla is True
+    assert parsed("--no-xla").xla is False

@@ -36,8 +36,9 @@ def _row(pair: dict) -> tuple[list[Image.Image], str]:
     styles = [_without_weight(s) for s in pair.get("style", "").split(";") if s]
     output = pair["output"] if pair["status"] in ("done", "skipped") else None
     thumbs = [_thumb(pair["content"]), _thumb(styles[0] if styles else None), _thumb(output)]
-    names = " + ".join(storage.name(s) for s in styles[:2]) + (" + …" if len(styles) > 2 else "")
-    label = f"row {pair['row']}: {storage.name(pair['content'])} × {names} — {pair['status']}"
+    # ASCII separators: Pillow's default font has no glyph for × or — (they drew as boxes).
+    names = " + ".join(storage.name(s) for s in styles[:2]) + (" + ..." if len(styles) > 2 else "")
+    label = f"row {pair['row']}: {storage.name(pair['content'])} x {names} - {pair['status']}"
     if pair.get("error"):
         label += f": {pair['error'][:40]}"
     return thumbs, label

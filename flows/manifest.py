@@ -22,6 +22,7 @@ Top-level ``contents:`` and ``styles:`` are shorthand for one more ``cross`` blo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob as globbing
 import io
@@ -43,6 +44,8 @@ from stylecore.options import StyleOptions, option_names, suggest
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 ROW_FIELDS = ("content", "style", "styles", "output")
 KNOWN_FIELDS = ROW_FIELDS + option_names()
+PATH_OPTIONS = ("weights", "init")  # options that may name a file, relative to the manifest
+_INIT_WORDS = ("content", "noise")  # `init` values that are not files
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on ext4, xfs, apfs
 MAX_OUTPUT_BYTES = 1024  # S3 allows 1024-byte keys; PATH_MAX leaves room for the root
 _FORMATS = {
@@ -271,6 +274,7 @@ def parse_manifest(
         entries = _jsonl_entries(text)
     else:
         entries = _csv_entries(text, "\t" if kind == "tsv" else _sniff(text), source)
+    yaml_defaults = _option_paths(yaml_defaults, base)
     ctx = _Context(base, yaml_defaults, _defaults_options(yaml_defaults, defaults, source))
     if not entries:
         raise ManifestError(f"{source}: the manifest has no rows")
@@ -299,6 +303,24 @@ def _defaults_options(values: dict[str, Any], run: StyleOptions, source: str) ->
         return StyleOptions.from_dict(_set(values), run)
     except OptionsError as exc:
         raise ManifestError(f"{source}: defaults: {_options_problem(exc).text}") from exc
+
+
+def _option_paths(values: dict[str, Any], base: str) -> dict[str, Any]:
+    """Options naming files (`weights`, an `init` image) made absolute like content and style.
+
+    Only for a local manifest: weights and init images are files on the worker, so in an s3://
+    manifest they stay as written (absolute, or relative to the worker's directory).
+    """
+    if base.startswith("s3://"):
+        return values
+    resolved = dict(values)
+    for name in PATH_OPTIONS:
+        value = values.get(name)
+        if not isinstance(value, str) or _blank(value) or value.strip() in _INIT_WORDS:
+            continue
+        with contextlib.suppress(ValueError):  # left for the options' own check to name
+            resolved[name] = resolve(value.strip(), base)
+    return resolved
 
 
 def _set(values: dict[str, Any]) -> dict[str, Any]:
@@ -533,7 +555,7 @@ def _pair(entry: _Entry, ctx: _Context) -> Pair:
     content = _content(raw.get("content"), ctx.base)
     styles = _styles(*_style_field(raw), ctx.base)
     output = _output(raw.get("output"))
-    own = _set({k: v for k, v in raw.items() if k not in ROW_FIELDS})
+    own = _option_paths(_set({k: v for k, v in raw.items() if k not in ROW_FIELDS}), ctx.base)
     options = _options(own, styles, ctx.options)
     overrides = {**_set(ctx.defaults), **own}
     return Pair(entry.row, content, styles, output, options, overrides, raw)
@@ -676,7 +698,8 @@ def pair_row(pair: Pair) -> dict[str, Any]:
 def error_row(error: RowError, manifest: Manifest) -> dict[str, Any]:
     """An invalid row as written, its paths made absolute where they can be, for failed_rows_csv."""
     raw = error.raw
-    row = {**_set(manifest.defaults), **{k: v for k, v in raw.items() if k not in ROW_FIELDS}}
+    own = _option_paths({k: v for k, v in raw.items() if k not in ROW_FIELDS}, manifest.base)
+    row = {**_set(manifest.defaults), **own}
     row["content"] = _absolute(raw.get("content"), manifest.base)
     row["output"] = raw.get("output")
     value = raw.get("styles") if _blank(raw.get("style")) else raw.get("style")

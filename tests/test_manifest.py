@@ -678,3 +678,32 @@ def test_failed_rows_csv_writes_style_lists_and_the_styles_alias_as_one_style_ce
         "/a.jpg,/s.jpg:0.5;/t.jpg:1.0,,64,",
         '/b.jpg,/s.jpg,,,"relu1_1,relu2_1"',
     ]
+
+
+def test_weights_and_init_files_resolve_against_the_manifest_like_inputs(tmp_path: Path) -> None:
+    text = (
+        "content,style,weights,init\n"
+        "a.jpg,s.jpg,models/vgg.mat,start.png\n"
+        "b.jpg,s.jpg,,noise\n"
+        "c.jpg,s.jpg,/abs/w.mat,content\n"
+        "d.jpg,s.jpg,models/vgg.mat,\n"
+        "d.jpg,s.jpg,models/vgg.mat,\n"  # a duplicate: an error row, written back absolute
+    )
+    m = load(tmp_path / "in", "m.csv", text)
+    a, b, c, d = m.pairs
+    assert a.options.weights == str(tmp_path / "in" / "models" / "vgg.mat")
+    assert a.options.init == str(tmp_path / "in" / "start.png")
+    assert (b.options.weights, b.options.init) == (None, "noise")
+    assert (c.options.weights, c.options.init) == ("/abs/w.mat", "content")
+    assert pair_row(a)["weights"] == str(tmp_path / "in" / "models" / "vgg.mat")
+    (duplicate,) = m.errors
+    assert error_row(duplicate, m)["weights"] == str(tmp_path / "in" / "models" / "vgg.mat")
+    yaml = "defaults: {weights: w/v.mat}\npairs:\n  - {content: a.jpg, style: s.jpg}\n"
+    (y,) = load(tmp_path / "y", "m.yaml", yaml).pairs
+    assert y.options.weights == str(tmp_path / "y" / "w" / "v.mat")
+
+
+def test_weights_in_an_s3_manifest_stay_worker_paths() -> None:
+    text = "content,style,weights\na.jpg,s.jpg,models/vgg.mat\n"
+    (pair,) = parse_manifest(text, "s3://art/in/m.csv", RUN).pairs
+    assert pair.content == "s3://art/in/a.jpg" and pair.options.weights == "models/vgg.mat"

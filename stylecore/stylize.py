@@ -81,7 +81,9 @@ class Stylizer:
             out = self.net(x)
             return {name: gram(out[name]) if grams else out[name] for name in names}
 
-        return tf.function(run)  # traced once per shape and layer tuple
+        # Runs once per image (style Grams, content targets), so a shape-generic trace is as fast
+        # and a catalogue of many image shapes traces it twice, not once per shape (TF warns then).
+        return tf.function(run, reduce_retracing=True)
 
     def steps(
         self,

@@ -225,3 +225,13 @@ def test_xla_flag_turns_it_on_off_or_leaves_it_automatic():
     assert parsed().xla is None
     assert parsed("--xla").xla is True
     assert parsed("--no-xla").xla is False
+
+
+def test_features_of_many_image_shapes_share_one_generic_trace(tiny_weights, options, stylizer):
+    shapes = [(32, 48), (40, 40), (48, 36), (24, 48), (44, 30), (36, 36)]
+    generic = [stylizer.grams(noise_image(h, w, seed=h + w), options) for h, w in shapes]
+    assert stylizer._compiled_features.experimental_get_tracing_count() <= 2
+    fresh = Stylizer(shared_weights(str(tiny_weights)), options)  # traced for the last shape only
+    own = fresh.grams(noise_image(36, 36, seed=72), options)
+    for name in options.style_layers:
+        np.testing.assert_allclose(generic[-1][name], own[name], rtol=1e-5, atol=1e-6)

@@ -152,7 +152,22 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         label=f"{stem(pair.content)} × {style_stem}",
         shape=fit_shape(probes[pair.content].shape, options.size),
         root=output_root,
-        notes=tuple(f"style '{s.uri}': {n}" for s in styles for n in probes[s.uri].notes),
+        notes=_upscaled(probes[pair.content].shape, options.size)
+        + tuple(f"style '{s.uri}': {n}" for s in styles for n in probes[s.uri].notes),
+    )
+
+
+UPSCALE_NOTE = 2.0  # a content enlarged this much or more is noted: the output will look soft
+
+
+def _upscaled(shape: tuple[int, int], size: int) -> tuple[str, ...]:
+    """A note when the working size enlarges the content a lot (e.g. an 8×8 icon at 512 px)."""
+    factor = size / max(shape)
+    if factor < UPSCALE_NOTE:
+        return ()
+    h, w = fit_shape(shape, size)
+    return (
+        f"content enlarged {factor:.1f}× ({shape[1]}×{shape[0]} to {w}×{h} px): expect a soft result",
     )
 
 

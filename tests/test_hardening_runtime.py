@@ -341,10 +341,11 @@ def test_out_of_memory_retries_once_at_a_smaller_size_and_says_so(tmp_path, tiny
     assert code == 0, stdout + stderr
     (pair,) = json.loads((out / "report.json").read_text())["pairs"]
     note = "out of memory at 512 px: stylized at 384 px"
-    assert pair["status"] == "done" and pair["notes"] == [note]
+    enlarged = "content enlarged 9.1× (56×40 to 512×366 px): expect a soft result"
+    assert pair["status"] == "done" and pair["notes"] == [enlarged, note]
     assert max(iio.imread(pair["output"]).shape[:2]) == 384
     sidecar = json.loads(Path(pair["output"]).with_suffix(".json").read_text())
-    assert sidecar["notes"] == [note] and sidecar["options"]["size"] == 384
+    assert sidecar["notes"] == [enlarged, note] and sidecar["options"]["size"] == 384
     assert "out of memory at 512 px; trying once more at 384 px" in stderr  # the log says so
 
 

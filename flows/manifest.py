@@ -22,7 +22,6 @@ Top-level ``contents:`` and ``styles:`` are shorthand for one more ``cross`` blo
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob as globbing
 import io
@@ -315,11 +314,8 @@ def _option_paths(values: dict[str, Any], base: str) -> dict[str, Any]:
         return values
     resolved = dict(values)
     for name in PATH_OPTIONS:
-        value = values.get(name)
-        if not isinstance(value, str) or _blank(value) or value.strip() in _INIT_WORDS:
-            continue
-        with contextlib.suppress(ValueError):  # left for the options' own check to name
-            resolved[name] = resolve(value.strip(), base)
+        if name in values and str(values[name]).strip() not in _INIT_WORDS:
+            resolved[name] = _absolute(values[name], base)  # an unresolvable one stays as written
     return resolved
 
 

@@ -141,6 +141,7 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         )
         for longest in level_sizes(options)
     }
+    shape = fit_shape(probes[pair.content].shape, options.size)
     return Job(
         row=pair.row,
         content=pair.content,
@@ -150,9 +151,9 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         options=options.to_dict(),
         feature_keys=keys,
         label=f"{stem(pair.content)} × {style_stem}",
-        shape=fit_shape(probes[pair.content].shape, options.size),
+        shape=shape,
         root=output_root,
-        notes=_upscaled(probes[pair.content].shape, options.size)
+        notes=_upscaled(probes[pair.content].shape, shape)
         + tuple(f"style '{s.uri}': {n}" for s in styles for n in probes[s.uri].notes),
     )
 
@@ -160,12 +161,12 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
 UPSCALE_NOTE = 2.0  # a content enlarged this much or more is noted: the output will look soft
 
 
-def _upscaled(shape: tuple[int, int], size: int) -> tuple[str, ...]:
-    """A note when the working size enlarges the content a lot (e.g. an 8×8 icon at 512 px)."""
-    factor = size / max(shape)
+def _upscaled(shape: tuple[int, int], working: tuple[int, int]) -> tuple[str, ...]:
+    """A note when the working shape enlarges the content a lot (e.g. an 8×8 icon at 512 px)."""
+    factor = max(working) / max(shape)
     if factor < UPSCALE_NOTE:
         return ()
-    h, w = fit_shape(shape, size)
+    h, w = working
     return (
         f"content enlarged {factor:.1f}× ({shape[1]}×{shape[0]} to {w}×{h} px): expect a soft result",
     )

@@ -56,7 +56,7 @@ def bf16_net(weights, layers, pooling):
                     "gpu.py: FeatureNet changed (no _params); bf16 needs a core switch"
                 )
             self._params = [
-                None if p is None else tuple(tf.cast(t, tf.bfloat16) for t in p)
+                None if p is None else tuple(t if t is None else tf.cast(t, tf.bfloat16) for t in p)
                 for p in self._params
             ]
 

@@ -39,9 +39,7 @@ class FeatureNet:
         self.dtype = tf.dtypes.as_dtype(precision)
         # Constants, not variables: the graph folds them, and nothing here is ever trained.
         self._params = [
-            (tf.constant(layer.kernel, self.dtype), tf.constant(layer.bias, self.dtype))
-            if layer.kind == "conv"
-            else None
+            _conv_params(layer, self.dtype) if layer.kind == "conv" else None
             for layer in self.weights.layers
         ]
 
@@ -56,6 +54,12 @@ class FeatureNet:
                 features[layer.name] = tf.cast(x, tf.float32)
         return features
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the network's constants (so its convolutions) live on a GPU."""
+        kernels = [p[0] for p in self._params if p is not None]
+        return bool(kernels) and "GPU" in kernels[0].device.upper()
+
     def preprocess(self, rgb: np.ndarray | tf.Tensor) -> tf.Tensor:
         """0…255 RGB, (H, W, 3) or (B, H, W, 3), to the network's mean-subtracted input."""
         x = tf.convert_to_tensor(rgb, tf.float32)
@@ -69,10 +73,8 @@ class FeatureNet:
 
     def _apply(self, layer: Layer, params, x: tf.Tensor) -> tf.Tensor:
         if layer.kind == "conv":
-            kernel, bias = params
-            top, bottom, left, right = layer.pad
-            padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
-            return tf.nn.conv2d(x, kernel, (1, *layer.stride, 1), padding) + bias
+            kernel, bias, flipped = params
+            return _conv(x, layer, kernel, flipped) + bias
         if layer.kind == "relu":
             return tf.nn.relu(x)
         if layer.kind == "pool":
@@ -80,6 +82,45 @@ class FeatureNet:
         if layer.kind == "softmax":
             return tf.nn.softmax(x, axis=-1)
         return x  # dropout and friends are the identity at inference
+
+
+def _conv_params(layer: Layer, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """Kernel, bias and, where `_conv` can use it, the kernel flipped for the input gradient."""
+    kernel = tf.constant(layer.kernel, dtype)
+    kh, kw, cin, _ = layer.kernel.shape
+    top, bottom, left, right = layer.pad
+    # The image's 3 channels are the exception: there TF's own gradient is the faster one.
+    usable = layer.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
+    flipped = None
+    if usable and cin > 3:
+        flipped = tf.constant(np.transpose(layer.kernel[::-1, ::-1], (0, 1, 3, 2)), dtype)
+    return kernel, tf.constant(layer.bias, dtype), flipped
+
+
+def _conv(x: tf.Tensor, layer: Layer, kernel: tf.Tensor, flipped: tf.Tensor | None) -> tf.Tensor:
+    """A convolution whose input gradient is a forward convolution with the flipped kernel.
+
+    For a stride-1 convolution the gradient with respect to the input is the output gradient
+    convolved with the kernel rotated 180° (in and out channels swapped), padded k-1-pad. That is
+    the same sum TF's Conv2DBackpropInput computes, but on CPUs the forward kernel is much faster:
+    at 256² the VGG19 layers up to relu5_1 take 0.35 s that way against 0.62 s, which makes a
+    whole step about 20% faster (README, Performance). Nothing here takes a second derivative.
+    """
+    top, bottom, left, right = layer.pad
+    padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
+    if flipped is None:
+        return tf.nn.conv2d(x, kernel, (1, *layer.stride, 1), padding)
+    kh, kw = layer.kernel.shape[:2]
+    back = [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right], [0, 0]]
+
+    @tf.custom_gradient
+    def conv(x):
+        def input_gradient(dy):
+            return tf.nn.conv2d(dy, flipped, 1, back)
+
+        return tf.nn.conv2d(x, kernel, 1, padding), input_gradient
+
+    return conv(x)
 
 
 def _pool(x: tf.Tensor, layer: Layer, method: str) -> tf.Tensor:

@@ -14,7 +14,7 @@ from stylecore.errors import OptionsError
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MAX_SIZE = 8192  # longest side in pixels; past this one image needs > 100 GB of activations
 MAX_ITERATIONS = 100_000
-XLA_AUTO_MIN_SIZE = 256  # below this, or below the iterations, XLA's compile is not repaid
+XLA_AUTO_MIN_SIZE = 256  # on a GPU, below this or below the iterations, the compile is not repaid
 XLA_AUTO_MIN_ITERATIONS = 50
 
 
@@ -59,9 +59,10 @@ class StyleOptions:
     levels: int = 1  # coarse-to-fine: sizes size/2**(levels-1), …, size
 
     precision: str = "float32"  # the network's arithmetic: float32 | bfloat16 (GPUs)
-    # Compile each optimizer step with XLA. None (auto): on when the run is long enough to repay
-    # the compile (a few seconds per image shape): size ≥ 256 px and ≥ 50 iterations. Measured on
-    # 2 CPU cores it makes a step 10–20% faster at 256–512 px, noise at 128 (README, Performance).
+    # Compile each optimizer step with XLA. None (auto): off on CPUs, where the step with its
+    # flipped-kernel gradients measured as fast or faster without it (README, Performance); on a
+    # GPU, on when the run repays the compile (a few seconds per image shape): size ≥ 256 px and
+    # ≥ 50 iterations — not yet measured on a GPU (benchmarks/gpu.sh compares both).
     xla: bool | None = None
 
     def __post_init__(self) -> None:
@@ -75,12 +76,12 @@ class StyleOptions:
             return self.learning_rate
         return 10.0 if self.optimizer == "adam" else 1.0
 
-    @property
-    def use_xla(self) -> bool:
-        """Whether steps are XLA-compiled: the option when set, else the auto rule above."""
+    def use_xla(self, gpu: bool) -> bool:
+        """Whether steps are XLA-compiled on that kind of device: the option, else the rule above."""
         if self.xla is not None:
             return self.xla
-        return self.size >= XLA_AUTO_MIN_SIZE and self.iterations >= XLA_AUTO_MIN_ITERATIONS
+        long_enough = self.size >= XLA_AUTO_MIN_SIZE and self.iterations >= XLA_AUTO_MIN_ITERATIONS
+        return gpu and long_enough
 
     def replace(self, **changes: Any) -> StyleOptions:
         """A copy with some options changed (validated like any other)."""

@@ -65,6 +65,7 @@ class Stylizer:
         self.weights = weights
         self.net = FeatureNet(weights, layers, options.pooling, options.precision)
         self.min_side = min_side(weights, layers)  # smaller inputs vanish before the deepest layer
+        self.on_gpu = self.net.on_gpu
         self._optimizers: dict[tuple, Optimizer] = {}
 
     def grams(self, rgb: np.ndarray, options: StyleOptions) -> Grams:
@@ -174,10 +175,10 @@ class Stylizer:
             options.content_layer_weights,
             options.style_layers,
             options.style_layer_weight_exp,
-            options.use_xla,
+            options.use_xla(self.on_gpu),
         )
         if key not in self._optimizers:
-            self._optimizers[key] = optimizer_for(self._objective(options), options)
+            self._optimizers[key] = optimizer_for(self._objective(options), options, key[-1])
         return self._optimizers[key]
 
     def _objective(self, options: StyleOptions):

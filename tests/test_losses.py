@@ -22,6 +22,23 @@ def test_gram_is_per_image():
     np.testing.assert_allclose(g[1], np.full((3, 3), 16 / 12))
 
 
+def test_gram_gradient_is_the_textbook_one_with_an_asymmetric_upstream():
+    # ∂⟨W, FᵀF/n⟩/∂F = F(W + Wᵀ)/n, per image; W is not symmetric, so a gradient that assumed a
+    # symmetric dG (or dropped one factor's share) would miss.
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((2, 3, 5, 4))
+    w = rng.standard_normal((2, 4, 4))
+    ft = tf.constant(f, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(ft)
+        total = tf.reduce_sum(gram(ft) * w)
+    flat = f.reshape(2, 15, 4)
+    expected = np.einsum("bnc,bcd->bnd", flat, w + w.transpose(0, 2, 1)) / 60
+    np.testing.assert_allclose(
+        tape.gradient(total, ft).numpy(), expected.reshape(f.shape), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_tv_of_a_checkerboard():
     # A 0/1 checkerboard changes by 1 between every pair of neighbours: mean(Δy²) = mean(Δx²) = 1.
     board = (np.indices((4, 6)).sum(axis=0) % 2).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import noise_image
 
 from stylecore import images
@@ -204,12 +205,15 @@ def test_xla_steps_match_plain_ones(options, stylizer, optimizer):
     assert np.abs(compiled - plain).max() < 2.0  # fused float sums differ by noise, not levels
 
 
-def test_xla_is_automatic_only_where_its_compile_pays():
-    assert StyleOptions().xla is None and StyleOptions().use_xla  # 512 px, 300 iterations
-    assert not StyleOptions(size=128).use_xla
-    assert not StyleOptions(iterations=20).use_xla
-    assert not StyleOptions(xla=False).use_xla
-    assert StyleOptions(size=64, iterations=5, xla=True).use_xla
+def test_xla_is_automatic_only_on_gpus_where_its_compile_pays(stylizer):
+    assert StyleOptions().xla is None and StyleOptions().use_xla(gpu=True)  # 512 px, 300 it.
+    assert not StyleOptions().use_xla(gpu=False)  # CPUs: no faster with it (README)
+    assert not StyleOptions(size=128).use_xla(gpu=True)
+    assert not StyleOptions(iterations=20).use_xla(gpu=True)
+    assert not StyleOptions(xla=False).use_xla(gpu=True)
+    assert StyleOptions(size=64, iterations=5, xla=True).use_xla(gpu=False)
+    # TF places the network's constants on its first GPU when it has one, else on the CPU.
+    assert stylizer.on_gpu == bool(tf.config.list_logical_devices("GPU"))
     assert StyleOptions.from_dict({"xla": "off"}).xla is False
     assert StyleOptions.from_dict({"xla": ""}).xla is None
 

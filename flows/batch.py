@@ -284,7 +284,7 @@ def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, s
     for key, future in futures.items():
         uri = wanted[key][0]
         try:
-            entries.append({"style": uri, "key": key, "cache": future.result()})
+            entries.append({"style": uri, "key": key, **future.result()})
         except Exception as exc:
             errors[key] = f"style '{uri}': {report.error_text(exc)}"
             entries.append({"style": uri, "key": key, "cache": "failed", "error": errors[key]})

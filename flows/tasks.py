@@ -97,22 +97,25 @@ def hash_inputs(uris: list[str]) -> dict[str, Probe]:
 )
 def style_features(
     uri: str, key: str, options: dict, longest: int, cache_root: str, label: str
-) -> str:
-    """Compute one style's Grams at one size into the cache, unless there: computed | reused."""
+) -> dict:
+    """Compute one style's Grams at one size into the cache, unless there: the report's entry
+    fields, {"cache": "reused"} or {"cache": "computed", "seconds": time in the core}."""
     cache = FeatureCache(cache_root)
     if cache.has(key):
-        return "reused"
+        return {"cache": "reused"}
     o = StyleOptions.from_dict(options)
     with _without_uri(uri), devices.pool().acquire() as device:  # the flow names the style
+        start = time.perf_counter()
         stylizer = shared_stylizer(o, device)
         try:
             shape = cache.compute(key, uri, o, longest, stylizer)
         except tf.errors.ResourceExhaustedError:  # raised below, without the frames' tensors
             shape = None
+        seconds = time.perf_counter() - start
     if shape is None:
         raise StyleError(f"out of memory computing its features at {longest} px: lower --size")
     get_run_logger().info("computed features of %s at %d px (%s)", uri, max(shape), key)
-    return "computed"
+    return {"cache": "computed", "seconds": round(seconds, 3)}
 
 
 @contextmanager

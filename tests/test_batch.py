@@ -83,6 +83,7 @@ def test_batch_skip_and_rerun(batch):
     )
     assert "\n" not in failed["error"]
     assert sorted(f["cache"] for f in report["style_features"]) == ["computed", "computed"]
+    assert all(f["seconds"] > 0 for f in report["style_features"])  # core time, for overhead
     outputs = [p["output"] for p in report["pairs"] if p["status"] == "done"]
     assert len(set(outputs)) == 5
     for output in outputs:
@@ -116,6 +117,7 @@ def test_batch_skip_and_rerun(batch):
     assert rerun["summary"] == {"done": 1, "skipped": 0, "failed": 0}
     assert rerun["pairs"][0]["row"] == 5
     assert rerun["style_features"][0]["cache"] == "reused"
+    assert "seconds" not in rerun["style_features"][0]
 
 
 def test_invalid_rows_fail_alone_and_strict_stops_everything(batch):

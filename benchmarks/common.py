@@ -74,14 +74,25 @@ def machine_line(m: dict[str, Any]) -> str:
 
 
 def synthetic_vgg19(directory: Path) -> Path:
-    """A VGG19 .mat up to relu5_1 with the real channel counts and random weights (same FLOPs)."""
+    """A VGG19 .mat, every conv layer to relu5_4, with the real channel counts and random weights
+    (the same FLOPs), laid out as the published file is (top-level `normalization`, each layer's
+    `weights` its first field), so that anishathalye/neural-style's loader reads it too."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from matconvnet import tiny_vgg, write_matconvnet
+    import scipy.io
+    from matconvnet import _classes, _layer_struct, _normalization, tiny_vgg
 
     path = directory / "synthetic-vgg19.mat"
     if not path.exists():
-        net = tiny_vgg("vgg19", channels=VGG19_CHANNELS, fc=False).truncated("relu5_1")
-        write_matconvnet(path, net, "beta16")
+        net = tiny_vgg("vgg19", channels=VGG19_CHANNELS, fc=False)
+        cells = np.empty((1, len(net.layers)), dtype=object)
+        for i, layer in enumerate(net.layers):
+            cells[0, i] = _layer_struct(layer, "beta16")  # weights first
+        top = {
+            "layers": cells,
+            "normalization": _normalization(net, "old"),
+            "classes": _classes(net),
+        }
+        scipy.io.savemat(path, top, oned_as="row")
     return path
 
 

@@ -7,12 +7,26 @@ load on a shared machine lands on all of them alike. A step of ours is one `next
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from baseline import PlainVGG, SeedPort, floor_step
-from common import ISSUE_FLOOR, PUBLISHED_NEURAL_STYLE_256, fmt, interleaved, square, table
+from common import (
+    ISSUE_FLOOR,
+    PUBLISHED_NEURAL_STYLE_256,
+    ROOT,
+    check,
+    fmt,
+    interleaved,
+    run_child,
+    square,
+    table,
+)
 
 from stylecore.options import DEFAULTS
 from stylecore.stylize import Stylizer
@@ -21,12 +35,24 @@ from stylecore.weights import load_weights
 COLUMNS = ("floor", "floor_xla", "adam", "lbfgs", "adam_xla", "seed_port")
 
 
-def measure(weights_path: str, sizes: list[int], warmup: int, repeats: int) -> dict[str, Any]:
-    """Per-iteration seconds of every column at every size."""
+def measure(
+    weights_path: str,
+    sizes: list[int],
+    warmup: int,
+    repeats: int,
+    neural_style: str | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """Per-iteration seconds of every column at every size; with `neural_style` (a checkout of
+    anishathalye/neural-style) its own code too, in a child process after the other columns."""
     weights = load_weights(weights_path)
     rows = []
     for size in sizes:
         timings = _one_size(weights, weights_path, size, warmup, repeats)
+        if neural_style:
+            timings["neural_style"] = _neural_style(
+                neural_style, weights_path, size, warmup, repeats, work or Path(".")
+            )
         rows.append({"size": size, **timings})
     return {"weights": weights_path, "warmup": warmup, "repeats": repeats, "rows": rows}
 
@@ -65,11 +91,25 @@ def _one_size(weights, weights_path: str, size: int, warmup: int, repeats: int) 
     return {"xla": xla, **interleaved(steps, warmup, repeats)}
 
 
+def _neural_style(checkout, weights_path, size, warmup, repeats, work: Path) -> dict:
+    out = work / f"neural-style-{size}.json"
+    script = str(ROOT / "benchmarks" / "neural_style_ref.py")
+    argv = [sys.executable, script, checkout, weights_path, str(size), str(warmup), str(repeats)]
+    child = run_child([*argv, str(out)], dict(os.environ), work / f"neural-style-{size}.log")
+    check(child, f"anishathalye/neural-style at {size} px")
+    return json.loads(out.read_text())
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown table, then the published figure clearly marked as not measured here."""
     rows = []
+    measured = all("neural_style" in r for r in result["rows"])
     for r in result["rows"]:
         m = {c: r[c]["median"] for c in COLUMNS}
+        reference = []
+        if measured:
+            ns = r["neural_style"]["median"]
+            reference = [fmt(ns), f"{m['adam'] / ns:.2f}"]
         rows.append(
             [
                 r["size"],
@@ -81,6 +121,7 @@ def render(result: dict[str, Any]) -> str:
                 f"{fmt(m['adam_xla'])} ({m['adam_xla'] / m['floor']:.2f}×)",
                 fmt(m["seed_port"]),
                 f"{m['adam'] / m['seed_port']:.2f}",
+                *reference,
             ]
         )
     headers = [
@@ -94,6 +135,8 @@ def render(result: dict[str, Any]) -> str:
         "seed-port s",
         "ours adam ÷ seed-port",
     ]
+    if measured:
+        headers += ["neural-style s", "ours adam ÷ neural-style"]
     notes = [
         f"Median of {result['repeats']} timed steps after {result['warmup']} warm-up steps, "
         f"weights `{result['weights']}`, content chelsea × style swirls, square, batch 1.",
@@ -103,9 +146,19 @@ def render(result: dict[str, Any]) -> str:
         "CPUs; on GPUs from 256 px and 50 iterations); the XLA-on column is `--xla`.",
         "Targets (issue 5): ours ≤ 1.10× floor at 256 and 512 px; ours adam ≤ seed-port.",
         "",
-        "Reference, **not measured here** (quoted in issue 5): anishathalye/neural-style "
-        f"≈ {PUBLISHED_NEURAL_STYLE_256} s/iteration at 256² on 2 CPU cores (target for ours "
-        f"adam: ≤ 0.8× = {0.8 * PUBLISHED_NEURAL_STYLE_256:.2f} s); the issue's own floor "
-        "figures: " + ", ".join(f"{k}² {v} s" for k, v in ISSUE_FLOOR.items()) + ".",
+        (
+            "neural-style: a checkout of anishathalye/neural-style (`--neural-style DIR`), its own "
+            "TF1 code run through tf.compat.v1 in a child process after the other columns, with "
+            "its defaults (Adam, relu4_2 + relu5_2 content blend, Grams of relu1_1…relu5_1, TV) "
+            "on the same weights; target for ours adam: ≤ 0.8× it at 256²."
+            if measured
+            else "Reference, **not measured here** (no `--neural-style DIR` given; quoted in "
+            f"issue 5): anishathalye/neural-style ≈ {PUBLISHED_NEURAL_STYLE_256} s/iteration at "
+            f"256² on 2 CPU cores (target for ours adam: ≤ 0.8× = "
+            f"{0.8 * PUBLISHED_NEURAL_STYLE_256:.2f} s)."
+        ),
+        "The issue's own floor figures: "
+        + ", ".join(f"{k}² {v} s" for k, v in ISSUE_FLOOR.items())
+        + ".",
     ]
     return table(headers, rows) + "\n\n" + "\n".join(notes)

@@ -47,6 +47,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=HERE / "out" / "results.json")
     p.add_argument("--markdown", type=Path, default=HERE / "out" / "results.md")
     p.add_argument("--workdir", type=Path, help="keep temporary files here (default: a temp dir)")
+    p.add_argument(
+        "--neural-style",
+        metavar="DIR",
+        help="a checkout of anishathalye/neural-style: time its own code in section 1 too",
+    )
     for name, (full, quick) in DEFAULTS.items():
         kind = str if name == "sizes" else int
         text = f"default {full}, --quick {quick}"
@@ -113,7 +118,9 @@ def run_sections(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]
         print("\n" + block, flush=True)
 
     if "per-iteration" in args.only:
-        raw = per_iteration.measure(weights, args.sizes, args.warmup, args.repeats)
+        raw = per_iteration.measure(
+            weights, args.sizes, args.warmup, args.repeats, args.neural_style, work
+        )
         emit(f"1. Seconds per iteration — {label}", "per_iteration", per_iteration.render(raw), raw)
     if "quality" in args.only:
         raw = time_to_quality.measure(

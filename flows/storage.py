@@ -118,6 +118,9 @@ class StorageError(StyleError):
         self.run_level = run_level  # bucket, credentials, endpoint, permissions on the output root
         self.lasting = lasting
 
+    def reworded(self, message: str) -> StorageError:
+        return type(self)(message, run_level=self.run_level, lasting=self.lasting)
+
 
 class NotFoundError(StorageError):
     """The file or object does not exist."""

@@ -123,14 +123,10 @@ def _without_uri(uri: str) -> Iterator[None]:
     """Our errors about `uri` with the URI taken out of their message (the caller puts it in)."""
     try:
         yield
-    except storage.StorageError as exc:
+    except StyleError as exc:  # storage errors too, their flags kept
         if cause(exc, uri) == str(exc):
             raise
-        raise type(exc)(cause(exc, uri), run_level=exc.run_level, lasting=exc.lasting) from exc
-    except StyleError as exc:
-        if cause(exc, uri) == str(exc):
-            raise
-        raise type(exc)(cause(exc, uri)) from exc
+        raise exc.reworded(cause(exc, uri)) from exc
 
 
 @task(

@@ -4,6 +4,10 @@
 class StyleError(Exception):
     """Base of every error the core raises on purpose; its message is user-facing."""
 
+    def reworded(self, message: str) -> "StyleError":
+        """The same kind of error (and flags, in subclasses that have them) with a new message."""
+        return type(self)(message)
+
 
 class WeightsError(StyleError):
     """A weights file is missing, unreadable, not a network, or lacks a requested layer."""

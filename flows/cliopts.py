@@ -37,7 +37,7 @@ HELP = {
     "size": "longest side of the output in pixels",
     "levels": "coarse-to-fine levels (each half the size of the next)",
     "precision": "float32, or bfloat16 for the network on GPUs (Grams and losses stay float32)",
-    "xla": "compile each optimizer step with XLA (unset: on from 256 px and 50 iterations)",
+    "xla": "compile each optimizer step with XLA (unset: off on CPUs; on GPUs from 256 px and 50 it.)",
 }
 _TYPES = typing.get_type_hints(StyleOptions)
 

@@ -1,12 +1,10 @@
 """GPU benchmark (issue 5): our core at 512² and 1024², batch 1 and 8, TF32 vs bf16 convolutions,
 XLA off and on; seconds per 500 iterations and achieved TFLOP/s. Run through benchmarks/gpu.sh.
 
-bf16: the core has no precision switch yet, so `Bf16FeatureNet` (below) runs the network's
-convolutions, ReLUs and pools in bfloat16 and hands float32 features back: Grams, losses, the
-gradient at the image and the optimizer stay float32. XLA: the core compiles its step with
-tf.function; "XLA on" recompiles that same step with jit_compile=True. Both reach into the core's
-private attributes (`FeatureNet._params`, `Optimizer._compiled/_step`); the README says which
-public switches would replace them.
+bf16 and XLA are the core's own options: `precision="bfloat16"` runs the network's convolutions,
+ReLUs and pools in bfloat16 and hands float32 features back (Grams, losses, the gradient at the
+image and the optimizer stay float32); `xla=True/False` compiles the optimizer's step with XLA
+or not, whatever the auto rule would choose.
 """
 
 from __future__ import annotations
@@ -42,46 +40,6 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def bf16_net(weights, layers, pooling):
-    """A FeatureNet whose layers compute in bfloat16; inputs and features stay float32."""
-    import tensorflow as tf
-
-    from stylecore.network import FeatureNet
-
-    class Bf16FeatureNet(FeatureNet):
-        def __init__(self, *args):
-            super().__init__(*args)
-            if not hasattr(self, "_params"):
-                raise SystemExit(
-                    "gpu.py: FeatureNet changed (no _params); bf16 needs a core switch"
-                )
-            self._params = [
-                None if p is None else tuple(t if t is None else tf.cast(t, tf.bfloat16) for t in p)
-                for p in self._params
-            ]
-
-        def __call__(self, images):
-            features = super().__call__(tf.cast(images, tf.bfloat16))
-            return {name: tf.cast(value, tf.float32) for name, value in features.items()}
-
-    return Bf16FeatureNet(weights, layers, pooling)
-
-
-def make_stylizer(weights, options, precision: str, xla: bool):
-    """A fresh Stylizer (no traces shared between configs) with the precision and XLA asked."""
-    import tensorflow as tf
-
-    from stylecore.stylize import Stylizer
-
-    stylizer = Stylizer(weights, options)
-    if precision == "bf16":
-        stylizer.net = bf16_net(weights, stylizer.net.outputs, options.pooling)
-    optimizer = stylizer._optimizer(options)
-    if xla:
-        optimizer._compiled = tf.function(optimizer._step, jit_compile=True)
-    return stylizer
-
-
 def floor_seconds(stylizer, x, xla: bool, repeats: int) -> float:
     """Median seconds of forward to relu5_1 + input gradient through this stylizer's network."""
     import tensorflow as tf
@@ -107,10 +65,17 @@ def run_config(weights, contents, style, size, batch, precision, xla, args) -> d
     import tensorflow as tf
 
     from stylecore.options import DEFAULTS
+    from stylecore.stylize import Stylizer
 
     tf.config.experimental.enable_tensor_float_32_execution(precision != "fp32")
-    options = DEFAULTS.replace(size=size, optimizer=args.optimizer, iterations=args.iterations + 1)
-    stylizer = make_stylizer(weights, options, precision, xla)
+    options = DEFAULTS.replace(
+        size=size,
+        optimizer=args.optimizer,
+        iterations=args.iterations + 1,
+        precision="bfloat16" if precision == "bf16" else "float32",
+        xla=xla,
+    )
+    stylizer = Stylizer(weights, options)
     if "relu5_1" not in stylizer.net.outputs:
         raise SystemExit("gpu.py: the floor needs relu5_1 among the network's outputs")
     grams = stylizer.grams(style, options)

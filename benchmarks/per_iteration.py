@@ -64,7 +64,7 @@ def _one_size(weights, weights_path: str, size: int, warmup: int, repeats: int) 
     stylizer = Stylizer(weights, options)
     # XLA as the CLI decides it for a default run at this size (DEFAULTS.iterations) on this
     # device, not for the few steps timed here; the XLA column forces it on.
-    xla = DEFAULTS.replace(size=size).use_xla(stylizer.on_gpu)
+    xla = DEFAULTS.replace(size=size).use_xla(stylizer.net.on_gpu)
     grams = stylizer.grams(style, options)
     variants = {
         "adam": options.replace(optimizer="adam", xla=xla),

@@ -57,7 +57,8 @@ class Optimizer:
     def __init__(self, objective: Objective, options: StyleOptions, xla: bool = False):
         self.objective = objective
         self.options = options
-        # Traced once per image shape; XLA (options.use_xla) compiles the whole step into one.
+        # Traced once per image shape; `xla` (the Stylizer decides: options.use_xla) compiles the
+        # whole step into one.
         self._compiled = tf.function(self._step, jit_compile=xla)
 
     def _value_and_grad(self, x, targets: tuple) -> tuple[Losses, tf.Tensor]:

@@ -65,7 +65,6 @@ class Stylizer:
         self.weights = weights
         self.net = FeatureNet(weights, layers, options.pooling, options.precision)
         self.min_side = min_side(weights, layers)  # smaller inputs vanish before the deepest layer
-        self.on_gpu = self.net.on_gpu
         self._optimizers: dict[tuple, Optimizer] = {}
 
     def grams(self, rgb: np.ndarray, options: StyleOptions) -> Grams:
@@ -164,6 +163,7 @@ class Stylizer:
 
     def _optimizer(self, options: StyleOptions) -> Optimizer:
         """One compiled optimizer per graph-shaping choice; loss weights and targets are inputs."""
+        xla = options.use_xla(self.net.on_gpu)
         key = (
             options.optimizer,
             options.step_size,
@@ -175,10 +175,10 @@ class Stylizer:
             options.content_layer_weights,
             options.style_layers,
             options.style_layer_weight_exp,
-            options.use_xla(self.on_gpu),
+            xla,
         )
         if key not in self._optimizers:
-            self._optimizers[key] = optimizer_for(self._objective(options), options, key[-1])
+            self._optimizers[key] = optimizer_for(self._objective(options), options, xla)
         return self._optimizers[key]
 
     def _objective(self, options: StyleOptions):

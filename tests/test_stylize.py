@@ -213,7 +213,7 @@ def test_xla_is_automatic_only_on_gpus_where_its_compile_pays(stylizer):
     assert not StyleOptions(xla=False).use_xla(gpu=True)
     assert StyleOptions(size=64, iterations=5, xla=True).use_xla(gpu=False)
     # TF places the network's constants on its first GPU when it has one, else on the CPU.
-    assert stylizer.on_gpu == bool(tf.config.list_logical_devices("GPU"))
+    assert stylizer.net.on_gpu == bool(tf.config.list_logical_devices("GPU"))
     assert StyleOptions.from_dict({"xla": "off"}).xla is False
     assert StyleOptions.from_dict({"xla": ""}).xla is None
 

@@ -1,4 +1,4 @@
-"""`stylebatch` (flows.cli:main, the console script's entry point) with clocks around the flow.
+"""`stylebatch` (flows.cli.main:main, the console script's entry point) with clocks around the flow.
 
     python benchmarks/flowdriver.py run MANIFEST -o OUT [flags]   # same as `stylebatch run …`
 
@@ -33,16 +33,16 @@ def main() -> int:
     start = time.perf_counter()
     times: dict[str, float] = {}
     import flows.batch
-    import flows.cli
-    import flows.runner
+    import flows.cli.main
+    import flows.cli.run
 
     if hasattr(flows.batch, "run_batch"):  # stylize_batch looks it up at call time
         flows.batch.run_batch = _timed(flows.batch.run_batch, times, "flow_body_s")
-    if hasattr(flows.runner, "batch_flow"):
-        make = flows.runner.batch_flow
-        flows.runner.batch_flow = lambda args: _timed(make(args), times, "flow_call_s")
+    if hasattr(flows.cli.run, "batch_flow"):
+        make = flows.cli.run.batch_flow
+        flows.cli.run.batch_flow = lambda args: _timed(make(args), times, "flow_call_s")
     try:
-        return flows.cli.main(sys.argv[1:])
+        return flows.cli.main.main(sys.argv[1:])
     finally:
         times["main_s"] = time.perf_counter() - start
         with open(os.environ["STYLEBATCH_BENCH_TIMES"], "w") as f:

@@ -1,58 +1,29 @@
-"""The `stylize-batch` flow: validate, hash, compute style features once, fan out, report."""
+"""The `stylize-batch` flow: orchestration only — prepare, style features once, fan out, report."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import devices, report, storage
+from flows import devices, prepare, report
 from flows.artifacts import Progress
 from flows.featurecache import default_root
-from flows.manifest import Manifest, load_manifest
-from flows.plan import Job, Outcome, invalid_row, make_job, unreadable
+from flows.model import Job
+from flows.prepare import Run
+from flows.shards import run_sharded
 from flows.tasks import hash_inputs, style_features, stylize_group
-from stylecore.errors import StyleError
-from stylecore.options import StyleOptions, option_names
-from stylecore.stylize import shared_weights
-from stylecore.weights import resolve_spec
+from stylecore.options import option_names
 
 # Called with each pair's outcome as it finishes (the CLI's progress bar listens here).
 LISTENERS: list[Callable[[dict], None]] = []
-
-
-class RunError(StyleError):
-    """The run could not start: unreadable manifest, --strict with invalid rows, no weights."""
-
-
-PAIRS_FAILED = "PairsFailed"  # the name of the Failed state that says: ran, but some pairs failed
-
-
-@dataclass(frozen=True)
-class Run:
-    """A run's own settings (everything but the stylization options)."""
-
-    manifest: str
-    output: str
-    feature_cache: str | None = None
-    force: bool = False
-    strict: bool = False
-    concurrency: int = 1  # pairs at once on each device
-    rows: list[int] | None = None  # only these manifest rows (a rerun, a shard)
-    preset: str = "default"
-    batch_size: int | None = None  # pairs optimized together in one tensor; None: per device
-    shards: int = 1  # > 1: split into child flow runs of the deployment (flows.shards)
-    part_of: str | None = None  # the parent's run id when this run is one shard of it
 
 
 @flow(name="stylize-batch", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
@@ -113,8 +84,6 @@ def stylize_batch(
         part_of=part_of,
     )
     if shards > 1 and part_of is None:
-        from flows.shards import run_sharded
-
         return run_sharded(run, given)
     return run_batch(run, given)
 
@@ -122,45 +91,33 @@ def stylize_batch(
 def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     """The flow's body, for one process (or one shard)."""
     logger = get_run_logger()
-    started = _now()
-    defaults = run_defaults(given, run.preset)
-    manifest = only_rows(read_manifest(run.manifest, defaults, run.strict), run.rows)
-    cache_root = run.feature_cache or default_root()
-    checksums = weights_checksums(manifest, resolve_spec(defaults.network, defaults.weights))
+    started = report.now()
+    defaults = prepare.run_options(given, run.preset)
+    manifest = prepare.read_manifest(run.manifest, defaults, run.strict).only(run.rows)
+    networks = prepare.check_networks(manifest, defaults)
     devices.pool(max(1, run.concurrency))
-    output, force = run.output, run.force
-    outcomes = [invalid_row(e) for e in manifest.errors]
-    jobs, failed = plan_jobs(manifest, output, checksums)
-    outcomes += failed
-    todo, skipped = _split_done(jobs, force)
-    outcomes += skipped
-    features, feature_errors = _features(todo, cache_root)
-    runnable = []
-    for job in todo:
-        error = next(
-            (
-                feature_errors[k]
-                for ks in job.feature_keys.values()
-                for k in ks
-                if k in feature_errors
-            ),
-            None,
-        )
-        if error:
-            outcomes.append(job.outcome("failed", error))
+    probes = hash_inputs(prepare.inputs(manifest))
+    plan = prepare.plan(manifest, probes, run.output, networks, run.force)
+    cache_root = run.feature_cache or default_root()
+    features, feature_errors = _features(plan.todo, cache_root)
+    outcomes, runnable = list(plan.settled), []
+    for job in plan.todo:
+        keys = [k for ks in job.feature_keys.values() for k in ks if k in feature_errors]
+        if keys:
+            outcomes.append(job.outcome("failed", feature_errors[keys[0]]))
         else:
             runnable.append(job)
     listeners = [*LISTENERS, Progress(len(outcomes) + len(runnable)).advance]
     for outcome in outcomes:
         _notify(outcome.to_dict(), listeners)
     batch_size = run.batch_size or default_batch_size()
-    results = _stylize(runnable, cache_root, force, batch_size, logger, listeners)
+    results = _stylize(runnable, cache_root, run.force, batch_size, logger, listeners)
     document = report.build(
         run_id=str(flow_run.get_id() or report.new_run_id()),
         manifest=run.manifest,
-        output=output,
+        output=run.output,
         started=started,
-        finished=_now(),
+        finished=report.now(),
         features=features,
         pairs=[o.to_dict() for o in outcomes] + results,
         given=given,
@@ -169,102 +126,10 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     )
     if run.part_of:  # a shard: the parent merges the shards' reports and publishes one
         document["part_of"] = run.part_of
-        report.write_run_report(document, output)
+        report.write_run_report(document, run.output)
     else:
-        report.publish(document, manifest, output)
-    summary = document["summary"]
-    logger.info(
-        "done %d, skipped %d, failed %d", summary["done"], summary["skipped"], summary["failed"]
-    )
-    if summary["failed"]:
-        # A Failed state rather than an exception: the UI offers Retry, and no traceback is
-        # logged for what the report already explains.
-        return Failed(
-            name=PAIRS_FAILED,
-            data=document,
-            message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
-            f"see {storage.join(output, 'report.json')}",
-        )
-    return document
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def run_defaults(given: dict[str, Any], preset: str) -> StyleOptions:
-    """The run's options: the preset with the given ones over it (bad ones stop the run)."""
-    from stylecore.options import preset as named
-
-    try:
-        return StyleOptions.from_dict(given, named(preset))
-    except StyleError as exc:
-        raise RunError(str(exc)) from exc
-
-
-def read_manifest(uri: str, defaults: StyleOptions, strict: bool) -> Manifest:
-    """The parsed manifest; with `strict`, any invalid row stops the run before any work."""
-    manifest = load_manifest(uri, defaults, read_text=storage.read_text, glob=storage.glob)
-    if strict and manifest.errors:
-        lines = "; ".join(e.message for e in manifest.errors[:5])
-        more = f" (and {len(manifest.errors) - 5} more)" if len(manifest.errors) > 5 else ""
-        raise RunError(
-            f"{uri}: {len(manifest.errors)} invalid rows, nothing run (--strict): {lines}{more}"
-        )
-    return manifest
-
-
-def only_rows(manifest: Manifest, rows: list[int] | None) -> Manifest:
-    """The manifest cut down to some rows (a rerun of the failed ones)."""
-    if rows is None:
-        return manifest
-    wanted = set(rows)
-    return dataclasses.replace(
-        manifest,
-        pairs=tuple(p for p in manifest.pairs if p.row in wanted),
-        errors=tuple(e for e in manifest.errors if e.row in wanted),
-    )
-
-
-def weights_checksums(manifest: Manifest, run_spec: str | None = None) -> dict[str, str]:
-    """Each distinct network's checksum. The run's own (`run_spec`; any when None) stops the run
-    when it cannot be read; one that only some rows name fails those rows (plan.unreadable)."""
-    specs = {resolve_spec(p.options.network, p.options.weights) for p in manifest.pairs}
-    checksums = {}
-    for spec in sorted(specs):
-        try:
-            checksums[spec] = shared_weights(spec).checksum
-        except StyleError as exc:
-            if run_spec is None or spec == run_spec:
-                raise RunError(str(exc)) from exc
-    return checksums
-
-
-def plan_jobs(
-    manifest: Manifest, output: str, checksums: dict[str, str]
-) -> tuple[list[Job], list[Outcome]]:
-    """A job per valid pair whose inputs can be read; a failed outcome for each other pair."""
-    uris = sorted({u for p in manifest.pairs for u in (p.content, *(s.uri for s in p.styles))})
-    probes = hash_inputs(uris)
-    jobs, failed = [], []
-    for pair in manifest.pairs:
-        failure = unreadable(pair, probes)
-        if failure:
-            failed.append(failure)
-            continue
-        spec = resolve_spec(pair.options.network, pair.options.weights)
-        jobs.append(make_job(pair, probes, output, checksums[spec]))
-    return jobs, failed
-
-
-def _split_done(jobs: list[Job], force: bool) -> tuple[list[Job], list[Outcome]]:
-    todo, skipped = [], []
-    for job in jobs:
-        if not force and storage.exists(job.output) and storage.exists(job.sidecar):
-            skipped.append(job.outcome("skipped"))
-        else:
-            todo.append(job)
-    return todo, skipped
+        report.publish(document, manifest, run.output)
+    return report.ending(document, run.output, logger)
 
 
 def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, str]]:

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-from flows import storage
+from flows import storage, uri
 from stylecore import images
 
 THUMB = 128  # pixels, the longest side of each thumbnail
@@ -33,33 +33,23 @@ def contact_sheet(pairs: list[dict]) -> bytes | None:
 
 
 def _row(pair: dict) -> tuple[list[Image.Image], str]:
-    styles = [_without_weight(s) for s in pair.get("style", "").split(";") if s]
+    styles = [uri.split_weight(s)[0] for s in pair.get("style", "").split(";") if s]
     output = pair["output"] if pair["status"] in ("done", "skipped") else None
     thumbs = [_thumb(pair["content"]), _thumb(styles[0] if styles else None), _thumb(output)]
     # ASCII separators: Pillow's default font has no glyph for × or — (they drew as boxes).
-    names = " + ".join(storage.name(s) for s in styles[:2]) + (" + ..." if len(styles) > 2 else "")
-    label = f"row {pair['row']}: {storage.name(pair['content'])} x {names} - {pair['status']}"
+    names = " + ".join(uri.name(s) for s in styles[:2]) + (" + ..." if len(styles) > 2 else "")
+    label = f"row {pair['row']}: {uri.name(pair['content'])} x {names} - {pair['status']}"
     if pair.get("error"):
         label += f": {pair['error'][:40]}"
     return thumbs, label
 
 
-def _without_weight(style: str) -> str:
-    """'a.png:0.7' → 'a.png' (a blend weight is a number after the last colon)."""
-    head, _, tail = style.rpartition(":")
-    try:
-        float(tail)
-    except ValueError:
-        return style
-    return head or style
-
-
-def _thumb(uri: str | None) -> Image.Image:
+def _thumb(where: str | None) -> Image.Image:
     """A thumbnail of an image, or a grey square when it is missing or unreadable."""
     try:
-        if not uri:
-            raise ValueError(uri)
-        rgb = images.composite(images.decode(storage.read_bytes(uri), uri))
+        if not where:
+            raise ValueError(where)
+        rgb = images.composite(images.decode(storage.read_bytes(where), where))
     except Exception:
         return Image.new("RGB", (THUMB, THUMB), GREY)
     small = images.resize(rgb, images.fit_shape(rgb.shape[:2], THUMB))

@@ -6,18 +6,16 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from flows import storage
+from flows import storage, uri
+from flows.model import StyleInput
 from stylecore import images
 from stylecore.options import StyleOptions
 from stylecore.paths import cache_dir
 from stylecore.stylize import Grams, GramsFor, Stylizer, blend, prepare_style, style_size
-
-if TYPE_CHECKING:
-    from flows.plan import StyleInput
 
 FORMAT = 1  # bump when the meaning of a cached array changes
 
@@ -47,7 +45,7 @@ class FeatureCache:
         self.root = root or default_root()
 
     def _uri(self, key: str, ext: str) -> str:
-        return storage.join(self.root, f"{key}{ext}")
+        return uri.join(self.root, f"{key}{ext}")
 
     def has(self, key: str) -> bool:
         """Whether the key's arrays are stored (the metadata is written after them)."""

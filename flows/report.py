@@ -1,18 +1,30 @@
-"""The run's report: report.json, reports/<run-id>.json, failed.csv, contact sheet, artifacts."""
+"""The run's report: report.json, reports/<run-id>.json, failed.csv, contact sheet, artifacts,
+and the flow run's final state."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import uuid
 from typing import Any
 
-from flows import storage
+from prefect.states import Failed, State
+
+from flows import storage, uri
+from flows.artifacts import publish_artifacts
 from flows.contactsheet import contact_sheet
 from flows.manifest import Manifest, error_row, failed_rows_csv, pair_row
+from stylecore.errors import StyleError
 
 log = logging.getLogger(__name__)
 STATUSES = ("done", "skipped", "failed")
+PAIRS_FAILED = "PairsFailed"  # the name of the Failed state that says: ran, but some pairs failed
+
+
+def now() -> str:
+    """The report's timestamps: UTC, to the second."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def new_run_id() -> str:
@@ -22,8 +34,6 @@ def new_run_id() -> str:
 
 def error_text(exc: BaseException) -> str:
     """Our errors are written for users; anything else gets its type named."""
-    from stylecore.errors import StyleError
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, StyleError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
@@ -41,7 +51,10 @@ def build(
     preset: str,
     feature_cache: str,
 ) -> dict[str, Any]:
-    """The report document (schema in ARCHITECTURE.md), pairs in row order."""
+    """The report document, pairs in row order: run_id, manifest, output, started, finished,
+    summary (done/skipped/failed counts), options (the run's own, for `rerun`), feature_cache,
+    style_features ({style, key, cache: computed|reused|failed, seconds|error}) and pairs (each
+    an `Outcome`: row, content, style, status, output, error, seconds, worker, losses, notes)."""
     pairs = sorted(pairs, key=lambda p: p["row"])
     return {
         "run_id": run_id,
@@ -60,23 +73,21 @@ def build(
 def write_run_report(document: dict[str, Any], output: str) -> bytes:
     """OUTPUT/reports/<run-id>.json; returns the JSON bytes."""
     body = json.dumps(document, indent=1, ensure_ascii=False).encode()
-    storage.write_bytes(storage.join(output, "reports", f"{document['run_id']}.json"), body)
+    storage.write_bytes(uri.join(output, "reports", f"{document['run_id']}.json"), body)
     return body
 
 
 def publish(document: dict[str, Any], manifest: Manifest, output: str) -> None:
     """Write the report files under the output root, then the Prefect artifacts."""
     body = write_run_report(document, output)
-    storage.write_bytes(storage.join(output, "report.json"), body)
-    storage.write_bytes(storage.join(output, "failed.csv"), failed_csv(document, manifest).encode())
+    storage.write_bytes(uri.join(output, "report.json"), body)
+    storage.write_bytes(uri.join(output, "failed.csv"), failed_csv(document, manifest).encode())
     try:
         sheet = contact_sheet(document["pairs"])
         if sheet:
-            storage.write_bytes(storage.join(output, "contact-sheet.png"), sheet)
+            storage.write_bytes(uri.join(output, "contact-sheet.png"), sheet)
     except Exception:  # a sheet is a convenience: never fail a finished batch over it
         log.exception("could not draw the contact sheet")
-    from flows.artifacts import publish_artifacts
-
     publish_artifacts(document)
 
 
@@ -86,3 +97,20 @@ def failed_csv(document: dict[str, Any], manifest: Manifest) -> str:
     rows = [pair_row(p) for p in manifest.pairs if p.row in failed]
     rows += [error_row(e, manifest) for e in manifest.errors if e.row in failed]
     return failed_rows_csv(rows) if rows else "content,style\n"
+
+
+def ending(document: dict[str, Any], output: str, logger: logging.Logger) -> dict[str, Any] | State:
+    """The flow run's result: the report, or a Failed state when some pair failed — rather than
+    an exception, so the UI offers Retry and no traceback is logged for what the report says."""
+    summary = document["summary"]
+    shards = f" over {len(document['shards'])} shards" if "shards" in document else ""
+    counts = (summary["done"], summary["skipped"], summary["failed"])
+    logger.info("done %d, skipped %d, failed %d%s", *counts, shards)
+    if not summary["failed"]:
+        return document
+    return Failed(
+        name=PAIRS_FAILED,
+        data=document,
+        message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
+        f"see {uri.join(output, 'report.json')}",
+    )

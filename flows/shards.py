@@ -23,13 +23,12 @@ from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.runtime import deployment, flow_run
 from prefect.settings import get_current_settings
-from prefect.states import Crashed, Failed, Pending, State
+from prefect.states import Crashed, Pending, State
 
-from flows import batch, report, storage
-from flows.batch import PAIRS_FAILED, Run
+from flows import outputs, prepare, report, storage, uri
 from flows.featurecache import default_root
-from flows.manifest import Manifest
-from flows.plan import Job, invalid_row
+from flows.model import Job, Manifest
+from flows.prepare import Run
 
 POLL_SECONDS = 2.0
 STEAL_AFTER_POLLS = 3  # a shard no worker took within this many worker polls runs in the parent
@@ -68,10 +67,9 @@ def split_rows(rows: list[int], shards: int) -> list[list[int]]:
 def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
     """Split the manifest into shards, run each as a child flow run, merge and publish."""
     logger = get_run_logger()
-    started = _now()
+    started = report.now()
     manifest = _checked_manifest(run, given)
-    numbers = sorted({p.row for p in manifest.pairs} | {e.row for e in manifest.errors})
-    wanted = numbers if run.rows is None else sorted(set(numbers) & set(run.rows))
+    wanted = manifest.only(run.rows).rows()
     shards = [Shard(i, rows) for i, rows in enumerate(split_rows(wanted, run.shards), 1)]
     parent = str(flow_run.get_id())
     params = {**flow_run.parameters, "shards": 1, "part_of": parent}
@@ -82,16 +80,17 @@ def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
         logger.warning("not run from a deployment: the %d shards run here in turn", len(shards))
         _run_here(shards, params)
     for shard in shards:
-        _collect(shard, run, manifest, started)
+        _collect(shard, run, given, manifest, started)
     document = merge(run, given, parent, started, shards)
     report.publish(document, manifest, run.output)
-    return _final(document, run.output, logger)
+    return report.ending(document, run.output, logger)
 
 
 def _checked_manifest(run: Run, given: dict[str, Any]) -> Manifest:
     """The whole manifest, checked (and the weights loaded) before any child starts."""
-    manifest = batch.read_manifest(run.manifest, batch.run_defaults(given, run.preset), run.strict)
-    batch.weights_checksums(manifest)  # no weights: stop here, not once in every shard
+    defaults = prepare.run_options(given, run.preset)
+    manifest = prepare.read_manifest(run.manifest, defaults, run.strict)
+    prepare.check_networks(manifest, defaults)  # no weights: stop here, not once in every shard
     return manifest
 
 
@@ -181,17 +180,20 @@ def _crash_lost(client, runs: list[FlowRun], logger) -> None:
             client.set_flow_run_state(run.id, Crashed(message=message), force=True)
 
 
-def _collect(shard: Shard, run: Run, manifest: Manifest, started: str) -> None:
+def _collect(
+    shard: Shard, run: Run, given: dict[str, Any], manifest: Manifest, started: str
+) -> None:
     """The shard's pairs and features: from its report, or settled from the outputs if none."""
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(shard.flow_run_id)).state
     shard.state = state.name
     try:
-        path = storage.join(run.output, "reports", f"{shard.flow_run_id}.json")
+        path = uri.join(run.output, "reports", f"{shard.flow_run_id}.json")
         document = json.loads(storage.read_text(path))
     except storage.NotFoundError:
         cause = _ended(state)
-        shard.pairs = _settle(manifest, shard.rows, f"shard {shard.number}'s {cause}", run, started)
+        lost = f"shard {shard.number}'s {cause}"
+        shard.pairs = _settle(manifest, shard.rows, lost, run, given, started)
         return
     shard.pairs, shard.features = document["pairs"], document["style_features"]
 
@@ -205,12 +207,16 @@ def _ended(state: State) -> str:
     return f"flow run {verb}" + (f" ({why[0]})" if why else "")
 
 
-def _settle(manifest: Manifest, rows: list[int], error: str, run: Run, since: str) -> list[dict]:
+def _settle(
+    manifest: Manifest, rows: list[int], error: str, run: Run, given: dict[str, Any], since: str
+) -> list[dict]:
     """Outcomes of a shard that left no report: pairs with an output are done, the rest failed."""
-    part = batch.only_rows(manifest, rows)
-    jobs, unusable = batch.plan_jobs(part, run.output, batch.weights_checksums(part))
-    outcomes = [invalid_row(e).to_dict() for e in part.errors] + [o.to_dict() for o in unusable]
-    for job in jobs:
+    part = manifest.only(rows)
+    networks = prepare.check_networks(part, prepare.run_options(given, run.preset))
+    probes = {where: prepare.probe(where) for where in prepare.inputs(part)}
+    plan = prepare.plan(part, probes, run.output, networks, force=True)
+    outcomes = [o.to_dict() for o in plan.settled]
+    for job in plan.todo:
         lost = job.outcome("failed", f"row {job.row}: {error}").to_dict()
         outcomes.append(_found(job, since) or lost)
     return outcomes
@@ -218,7 +224,7 @@ def _settle(manifest: Manifest, rows: list[int], error: str, run: Run, since: st
 
 def _found(job: Job, since: str) -> dict | None:
     """The outcome of a pair whose output and sidecar exist: done by this run, or before it."""
-    if not (storage.exists(job.output) and storage.exists(job.sidecar)):
+    if not outputs.finished(job):
         return None
     sidecar = json.loads(storage.read_text(job.sidecar))
     status = "done" if sidecar.get("created", "") >= since else "skipped"
@@ -233,7 +239,7 @@ def merge(run: Run, given: dict[str, Any], run_id: str, started: str, shards: li
         manifest=run.manifest,
         output=run.output,
         started=started,
-        finished=_now(),
+        finished=report.now(),
         features=[f for s in shards for f in s.features],
         pairs=[p for s in shards for p in s.pairs],
         given=given,
@@ -244,33 +250,9 @@ def merge(run: Run, given: dict[str, Any], run_id: str, started: str, shards: li
     return document
 
 
-def _final(document: dict[str, Any], output: str, logger) -> dict[str, Any] | State:
-    """The report, or a Failed state (the UI offers Retry) when some pair failed."""
-    summary = document["summary"]
-    logger.info(
-        "done %d, skipped %d, failed %d over %d shards",
-        summary["done"],
-        summary["skipped"],
-        summary["failed"],
-        len(document["shards"]),
-    )
-    if not summary["failed"]:
-        return document
-    return Failed(
-        name=PAIRS_FAILED,
-        data=document,
-        message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
-        f"see {storage.join(output, 'report.json')}",
-    )
-
-
 def _age(run: FlowRun) -> float:
     return (datetime.datetime.now(datetime.UTC) - run.created).total_seconds()
 
 
 def _span(rows: list[int]) -> str:
     return f"{rows[0]}–{rows[-1]}" if rows else "none"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

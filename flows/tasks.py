@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import concurrent.futures
-import posixpath
+import functools
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import tensorflow as tf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import devices, storage
+from flows import devices, oom, outputs, prepare, storage
 from flows.featurecache import FeatureCache, grams_source
-from flows.plan import Job, Probe
-from flows.sidecar import dumps, sha256, sidecar
+from flows.model import Job, Probe
 from stylecore import images
 from stylecore.errors import ImageError, StyleError
 from stylecore.options import StyleOptions
-from stylecore.stylize import (
-    Iteration,
-    Result,
-    Stylizer,
-    shared_stylizer,
-    stylize_many,
-)
+from stylecore.stylize import Iteration, shared_stylizer
 
 HASH_THREADS = 4  # each decodes one image at a time: bounded memory for huge photos
-OOM_SHRINK = 0.75  # out of memory: one more try with the longest side times this
-SIDECAR_GRACE = 30.0  # seconds another writer may take between an image and its sidecar
 
 
 def transient(task, task_run, state) -> bool:
@@ -45,15 +36,6 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
-def cause(exc: BaseException, uri: str) -> str:
-    """An error's message without the URI it starts with: the report names the input itself."""
-    text = str(exc)
-    for prefix in (f"{uri}: ", f"{storage.shown(uri)}: "):
-        if text.startswith(prefix):
-            return text[len(prefix) :]
-    return text
-
-
 @task(
     name="hash-inputs",
     cache_policy=NO_CACHE,
@@ -64,27 +46,9 @@ def cause(exc: BaseException, uri: str) -> str:
 def hash_inputs(uris: list[str]) -> dict[str, Probe]:
     """Each input's sha256 and pixel shape, or the one-line cause it cannot be used."""
     logger = get_run_logger()  # the pool's threads have no run context of their own
-
-    def one(uri: str) -> Probe:
-        try:
-            data = storage.read_bytes(uri)
-            picture = images.decode(data, uri)  # decoded once here: bad images fail early
-        except storage.NotFoundError:
-            return Probe(error="not found")
-        except storage.StorageError as exc:
-            if exc.run_level:
-                raise
-            return Probe(error=cause(exc, uri))
-        except ImageError as exc:
-            return Probe(error=cause(exc, uri))
-        except Exception as exc:  # a decoder's own bug must not stop the batch
-            logger.exception("decoding %s failed", uri)
-            return Probe(error=f"cannot decode it ({type(exc).__name__}; see the log)")
-        height, width = picture.rgb.shape[:2]
-        return Probe(sha256(data), (int(height), int(width)), notes=picture.notes)
-
     with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-        return dict(zip(uris, pool.map(one, uris), strict=True))
+        probes = pool.map(lambda where: prepare.probe(where, logger), uris)
+        return dict(zip(uris, probes, strict=True))
 
 
 @task(
@@ -119,14 +83,14 @@ def style_features(
 
 
 @contextmanager
-def _without_uri(uri: str) -> Iterator[None]:
-    """Our errors about `uri` with the URI taken out of their message (the caller puts it in)."""
+def _without_uri(where: str) -> Iterator[None]:
+    """Our errors about `where` with the URI taken out of their message (the caller puts it in)."""
     try:
         yield
     except StyleError as exc:  # storage errors too, their flags kept
-        if cause(exc, uri) == str(exc):
+        if prepare.without_uri(exc, where) == str(exc):
             raise
-        raise exc.reworded(cause(exc, uri)) from exc
+        raise exc.reworded(prepare.without_uri(exc, where)) from exc
 
 
 @task(
@@ -139,26 +103,15 @@ def _without_uri(uri: str) -> Iterator[None]:
 )
 def stylize_group(jobs: list[Job], cache_root: str, force: bool, label: str) -> list[dict]:
     """Stylize jobs that share options, styles and working shape, together in one tensor;
-    each into its output and sidecar. Jobs whose output and sidecar exist are skipped."""
+    each into its output and sidecar."""
     logger = get_run_logger()
-    done = [j for j in jobs if not force and storage.exists(j.output) and storage.exists(j.sidecar)]
-    todo = [j for j in jobs if j not in done]
-    outcomes = {j.row: j.outcome("skipped").to_dict() for j in done}
-    if todo:
-        error = None
-        try:
-            for job in todo:  # a link leading out, a full or read-only disk: before the work
-                storage.check_writable(job.output, job.sidecar, inside=job.root or None)
-            for job, status, result, notes in _stylize(todo, cache_root, force, logger):
-                outcome = job.outcome(
-                    status, seconds=round(result.seconds, 3), losses=result.history[-1], notes=notes
-                )
-                outcomes[job.row] = outcome.to_dict()
-        except StyleError as exc:
-            error = _naming(exc, todo)
-        if error:  # raised here, not from the handler: the failed state keeps no frames, no images
-            raise error
-    return [outcomes[j.row] for j in jobs]
+    try:
+        for job in jobs:  # a link leading out, a full or read-only disk: before the work
+            storage.check_writable(job.output, job.sidecar, inside=job.root or None)
+        return _stylize(jobs, cache_root, force, logger)
+    except StyleError as exc:
+        error = _naming(exc, jobs)
+    raise error  # raised here, not from the handler: the failed state keeps no frames, no images
 
 
 def _naming(exc: StyleError, jobs: list[Job]) -> StyleError:
@@ -167,143 +120,30 @@ def _naming(exc: StyleError, jobs: list[Job]) -> StyleError:
     if isinstance(exc, storage.StorageError) or len(jobs) > 1:
         return exc.with_traceback(None)
     content = jobs[0].content
-    return type(exc)(f"content '{content}': {cause(exc, content)}")
+    return type(exc)(f"content '{content}': {prepare.without_uri(exc, content)}")
 
 
-def _stylize(
-    jobs: list[Job], cache_root: str, force: bool, logger
-) -> list[tuple[Job, str, Result, list]]:
-    """(job, done | skipped, result, notes) for each job, its files written."""
+def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict]:
+    """Each job's outcome for the report, its files written."""
     options = jobs[0].style_options()  # a group shares its options and styles
     contents = [images.decode(storage.read_bytes(j.content), j.content) for j in jobs]
     init = _init_image(options)
     with devices.pool().acquire() as device:
         stylizer = shared_stylizer(options, device)
-        cache = FeatureCache(cache_root)
-        grams = grams_source(cache, jobs[0].styles, jobs[0].feature_keys, stylizer)
-        results, used = _optimize(contents, grams, options, stylizer, init, logger)
-    shrunk = used.size != options.size
-    smaller = [f"out of memory at {options.size} px: stylized at {used.size} px"] if shrunk else []
-    written = []
-    for job, content, result in zip(jobs, contents, results, strict=True):
-        notes = [*content.notes, *job.notes, *smaller]
-        status = _write(job, used, stylizer.weights, result, notes, force)
-        logger.info("row %d %s in %.1f s: %s", job.row, status, result.seconds, job.output)
-        written.append((job, status, result, notes))
-    return written
-
-
-def _optimize(contents, grams, options: StyleOptions, stylizer: Stylizer, init, logger):
-    """Results and the options they were made with: once more at a smaller size when the device
-    runs out of memory (a batch of several fails instead: the flow retries its pairs alone)."""
-    results, error = _attempt(contents, grams, options, stylizer, init, logger)
-    if error is None:
-        return results, options
-    if not isinstance(error, tf.errors.ResourceExhaustedError):
-        raise error
-    if len(contents) > 1:
-        raise StyleError(f"out of memory at {options.size} px with {len(contents)} images at once")
-    smaller = _smaller(options)
-    logger.warning("out of memory at %d px; trying once more at %d px", options.size, smaller.size)
-    results, error = _attempt(contents, grams, smaller, stylizer, init, logger)
-    if error is None:
-        return results, smaller
-    if isinstance(error, tf.errors.ResourceExhaustedError):
-        raise StyleError(
-            f"out of memory at {options.size} px, and again at {smaller.size} px: lower --size"
+        grams = grams_source(
+            FeatureCache(cache_root), jobs[0].styles, jobs[0].feature_keys, stylizer
         )
-    raise error
-
-
-def _attempt(contents, grams, options: StyleOptions, stylizer: Stylizer, init, logger):
-    """(results, None) or (None, the error) of one optimization. The error leaves without its
-    traceback, whose frames hold the attempt's tensors: kept in a failed task's state, they would
-    pin that memory (a GPU's) for the rest of the run."""
-    try:
-        log = _logging(logger, options)
-        return stylize_many(contents, grams(options), options, stylizer, init, log), None
-    except tf.errors.ResourceExhaustedError as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        logger.warning("%s", next((x for x in lines if "OOM" in x), lines[0]).strip()[:300])
-        error: BaseException = exc
-    except StyleError as exc:
-        error = exc
-    except Exception as exc:  # not ours: the traceback goes to the log, the frames go
-        logger.exception("the optimization failed")
-        error = exc
-    return None, error.with_traceback(None)
-
-
-def _smaller(options: StyleOptions) -> StyleOptions:
-    try:
-        return options.replace(size=int(options.size * OOM_SHRINK))
-    except StyleError:  # below the smallest size the options allow
-        error = StyleError(f"out of memory at {options.size} px: lower --size")
-    raise error
-
-
-def _write(
-    job: Job, options: StyleOptions, weights, result: Result, notes: list[str], force: bool
-) -> str:
-    """The image and its sidecar: done, or skipped when another run's are there (`force`:
-    replaced, whoever wrote them)."""
-    ext = posixpath.splitext(job.output)[1].lower() or ".png"
-    image = images.encode(result.rgb, result.alpha, ext)
-    inputs = {
-        "row": job.row,
-        "content": {"uri": job.content, "sha256": job.content_sha},
-        "styles": [{"uri": s.uri, "sha256": s.sha256, "weight": s.weight} for s in job.styles],
-    }
-    document = sidecar(inputs, job.output, options, weights, result, notes)
-    document["output_sha256"] = sha256(image)  # which image this sidecar describes
-    body, inside = dumps(document), job.root or None
-    if force:
-        storage.write_bytes(job.output, image, inside=inside)
-        storage.write_bytes(job.sidecar, body, inside=inside)
-        return "done"
-    return "done" if publish(job.output, image, job.sidecar, body, inside) else "skipped"
-
-
-def publish(
-    image_uri: str,
-    image: bytes,
-    sidecar_uri: str,
-    body: bytes,
-    inside: str | None = None,
-    grace: float = SIDECAR_GRACE,
-) -> bool:
-    """Write an image, then its sidecar (whose presence marks the pair done), each once across
-    concurrent runs: False when another run's image and sidecar are there instead.
-
-    The image is written exclusively; its writer then writes the sidecar. A run that finds another's
-    image waits for that sidecar; an image still without one `grace` seconds after it was written
-    was left by a writer that died between the two writes, and is replaced.
-    """
-    if not storage.write_bytes(image_uri, image, exclusive=True, inside=inside):
-        if _sidecar_arrives(sidecar_uri, image_uri, grace):
-            return False
-        storage.write_bytes(image_uri, image, inside=inside)
-    try:
-        if storage.write_bytes(sidecar_uri, body, exclusive=True, inside=inside):
-            return True
-    except storage.StorageError:
-        with suppress(storage.StorageError):  # ours; without its sidecar, a half-written pair
-            storage.delete(image_uri)
-        raise
-    if sha256(storage.read_bytes(image_uri)) != sha256(image):
-        return False  # a run replaced our image after `grace`, and wrote its sidecar: theirs stand
-    storage.write_bytes(sidecar_uri, body, inside=inside)  # a sidecar left from an earlier image
-    return True
-
-
-def _sidecar_arrives(sidecar_uri: str, image_uri: str, grace: float) -> bool:
-    """Whether the sidecar of another writer's image appears before the image is `grace` old."""
-    while not storage.exists(sidecar_uri):
-        written = storage.modified(image_uri)
-        if written is None or time.time() - written >= grace:
-            return False
-        time.sleep(min(0.2, grace))
-    return True
+        on_step = functools.partial(_logging, logger)
+        results, used = oom.optimize(contents, grams, options, stylizer, init, on_step, logger)
+    lines = []
+    for job, content, result in zip(jobs, contents, results, strict=True):
+        notes = [*content.notes, *job.notes, *oom.note(options, used)]
+        status = outputs.write(job, used, stylizer.weights, result, notes, force)
+        logger.info("row %d %s in %.1f s: %s", job.row, status, result.seconds, job.output)
+        seconds = round(result.seconds, 3)
+        outcome = job.outcome(status, seconds=seconds, losses=result.history[-1], notes=notes)
+        lines.append(outcome.to_dict())
+    return lines
 
 
 def _init_image(options: StyleOptions):
@@ -315,7 +155,7 @@ def _init_image(options: StyleOptions):
         raise ImageError(f"init image '{options.init}' not found") from exc
 
 
-def _logging(logger, options: StyleOptions):
+def _logging(logger, options: StyleOptions) -> Callable[[Iteration], None]:
     """An on_step callback that logs about ten lines per level."""
     every = max(1, options.iterations // 10)
     start = time.perf_counter()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import noise_image
 
-from flows.batch import PAIRS_FAILED, stylize_batch
-from flows.cli import main
+from flows.batch import stylize_batch
+from flows.cli.main import main
+from flows.report import PAIRS_FAILED
 from stylecore import images
 
 pytestmark = [
@@ -236,3 +239,42 @@ def test_the_run_publishes_progress_results_and_summary_artifacts(batch):
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) == 6 and {r["status"] for r in rows} == {"done", "failed"}
     assert "5 done" in by_type["markdown"].data and "missing.png" in by_type["markdown"].data
+
+
+_AUDITED: list[tuple[str, str]] = []  # (event, path) while a test listens; Python's hooks stay
+_LISTEN: list[bool] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    # one glob.glob call raises both "glob.glob" and "glob.glob/2": count the first only
+    if _LISTEN and event in ("open", "glob.glob") and isinstance(args[0], str | os.PathLike):
+        _AUDITED.append((event, os.fspath(args[0])))
+
+
+def test_one_run_reads_and_parses_its_manifest_once(batch, capsys):
+    """Counted from Python's own audit events, through the real `stylebatch run`: each open() of
+    the manifest is a read, each expansion of its cross block's glob is a parse."""
+    inputs = batch["inputs"]
+    manifest = inputs / "cross.yaml"
+    manifest.write_text("contents: ['[ab].png']\nstyles: [starry.png]\n")
+    if not _LISTEN and _audit not in _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(_audit)
+    _AUDITED.clear()
+    _LISTEN.append(True)
+    try:
+        code = main(
+            ["run", str(manifest), "-o", batch["output"], "--weights", batch["weights"]]
+            + ["--size", str(SIZE), "--iterations", "2", "--quiet"]
+            + ["--feature-cache", batch["feature_cache"]]
+        )
+    finally:
+        _LISTEN.clear()
+    assert code == 0, capsys.readouterr()
+    reads = [p for e, p in _AUDITED if e == "open" and p == str(manifest)]
+    parses = [p for e, p in _AUDITED if e == "glob.glob" and p.endswith("[ab].png")]
+    assert (len(reads), len(parses)) == (1, 1), _AUDITED[:20]
+    assert read_report(batch)["summary"] == {"done": 2, "skipped": 0, "failed": 0}
+
+
+_HOOKED: list = []

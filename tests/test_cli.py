@@ -12,7 +12,7 @@ from matconvnet import tiny_vgg, write_matconvnet
 from test_fetch import MD5, PAYLOAD, server  # noqa: F401  (a pytest fixture)
 from test_weights import reference
 
-from flows.cli import main
+from flows.cli.main import main
 from stylecore import images
 
 pytestmark = pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import noise_image
 
-from flows.cli import main
+from flows.cli.main import main
 from stylecore import images
 
 pytestmark = [

@@ -24,9 +24,9 @@ from PIL import Image
 
 import flows.batch  # noqa: F401  (Prefect's console log handler takes sys.stderr at import: not capsys's)
 from flows import storage
-from flows.cli import main
+from flows.cli.main import main
 from flows.featurecache import FeatureCache
-from flows.sidecar import sha256
+from flows.outputs import sha256
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning"),

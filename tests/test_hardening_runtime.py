@@ -25,9 +25,8 @@ from PIL import Image
 
 import flows.batch  # noqa: F401  (Prefect's console log handler takes sys.stderr at import: not capsys's)
 from flows import storage
-from flows.cli import main
-from flows.sidecar import sha256
-from flows.tasks import publish
+from flows.cli.main import main
+from flows.outputs import publish, sha256
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning"),

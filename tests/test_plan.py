@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flows.manifest import parse_manifest
-from flows.plan import Probe, make_job
+from flows.model import Probe
+from flows.prepare import make_job
 from stylecore.options import StyleOptions
 
 

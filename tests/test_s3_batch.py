@@ -13,7 +13,7 @@ from conftest import noise_image
 from s3server import SECRET_KEY, FaultyProxy, make_bucket, point_env, s3_client
 
 from flows.batch import stylize_batch
-from flows.cli import main
+from flows.cli.main import main
 from stylecore import images
 
 pytestmark = [

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import noise_image
 
-from flows.batch import PAIRS_FAILED, Run, stylize_batch
-from flows.cli import main
+from flows.batch import stylize_batch
+from flows.cli.main import main
+from flows.prepare import Run
+from flows.report import PAIRS_FAILED
 from flows.shards import Shard, _checked_manifest, _settle, merge, split_rows
 from stylecore import images
 
@@ -115,7 +117,7 @@ def test_a_lost_shard_keeps_its_finished_pairs_and_fails_the_rest(batch):
     given = {"weights": batch["weights"], "size": SIZE, "iterations": ITERATIONS}
     cause = "shard 2's flow run crashed (Flow run infrastructure exited with status -9)"
     pairs = _settle(
-        _checked_manifest(run, given), [4, 5, 6], cause, run, "2000-01-01T00:00:00+00:00"
+        _checked_manifest(run, given), [4, 5, 6], cause, run, given, "2000-01-01T00:00:00+00:00"
     )
     by_row = {p["row"]: p for p in pairs}
     assert by_row[5]["status"] == "done" and by_row[5]["output"].endswith(".png")

@@ -166,7 +166,7 @@ def test_every_option_is_a_flag_and_a_flow_parameter():
     import inspect
 
     from flows.batch import stylize_batch
-    from flows.cli import build_parser
+    from flows.cli.main import build_parser
     from stylecore.options import option_names
 
     parameters = set(inspect.signature(stylize_batch.fn).parameters)
@@ -219,8 +219,8 @@ def test_xla_is_automatic_only_on_gpus_where_its_compile_pays(stylizer):
 
 
 def test_xla_flag_turns_it_on_off_or_leaves_it_automatic():
-    from flows.cli import build_parser
-    from flows.cliopts import options_from_args
+    from flows.cli.flags import options_from_args
+    from flows.cli.main import build_parser
 
     def parsed(*flags: str) -> StyleOptions:
         args = build_parser().parse_args(["stylize", "c", "s", "-o", "o", *flags])

@@ -10,9 +10,10 @@ import time
 import numpy as np
 
 from flows import storage
-from flows.cliopts import options_from_args
-from flows.progress import iteration_bar
-from flows.sidecar import dumps, sha256, sidecar
+from flows.cli.flags import options_from_args
+from flows.cli.progress import download_bar, iteration_bar
+from flows.outputs import dumps, sha256, sidecar
+from flows.uri import sidecar_of
 from stylecore import images
 from stylecore.errors import ImageError
 from stylecore.network import FeatureNet, extract
@@ -27,11 +28,6 @@ def read_picture(uri: str, role: str) -> tuple[images.Picture, str]:
     except storage.NotFoundError as exc:
         raise ImageError(f"{role} '{uri}' not found") from exc
     return images.decode(data, uri), sha256(data)
-
-
-def sidecar_uri(output: str) -> str:
-    """OUT.png → OUT.json, beside it (also for s3:// URIs)."""
-    return posixpath.splitext(output)[0] + ".json"
 
 
 def stylize_command(args: argparse.Namespace) -> int:
@@ -56,7 +52,7 @@ def stylize_command(args: argparse.Namespace) -> int:
     }
     notes = list(content.notes) + [n for s, _ in styles for n in s.notes]
     document = sidecar(inputs, args.output, options, stylizer.weights, result, notes)
-    storage.write_bytes(sidecar_uri(args.output), dumps(document))
+    storage.write_bytes(sidecar_of(args.output), dumps(document))
     final = result.history[-1]
     print(
         f"wrote {args.output} ({result.rgb.shape[1]}×{result.rgb.shape[0]}) in "
@@ -85,7 +81,6 @@ def features_command(args: argparse.Namespace) -> int:
 
 def weights_fetch(args: argparse.Namespace) -> int:
     """`stylebatch weights fetch`: VGG19 into the cache, resumable, MD5-checked."""
-    from flows.progress import download_bar
     from stylecore import fetch
 
     dest = args.output or fetch.default_vgg19_path()

@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from flows.cliopts import add_option_flags
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from flows.cli import EXIT_FAILED, EXIT_USAGE
+from flows.cli.flags import add_option_flags, add_run_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("stylebatch: interrupted", file=sys.stderr)
-        return 130
+        return 130  # 128 + SIGINT, as shells report it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +65,7 @@ def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _stylize_parser(sub) -> None:
-    p = _command(sub, "stylize", _lazy("flows.single", "stylize_command"), "stylize one pair")
+    p = _command(sub, "stylize", _lazy("flows.cli.single", "stylize_command"), "stylize one pair")
     p.add_argument("content", help="content image (path or s3:// URI)")
     p.add_argument("styles", nargs="+", metavar="STYLE", help="one or more style images")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif)")
@@ -76,7 +75,7 @@ def _stylize_parser(sub) -> None:
 
 def _features_parser(sub) -> None:
     text = "write one float32 array per layer, shape (H, W, C), to an .npz"
-    p = _command(sub, "features", _lazy("flows.single", "features_command"), text)
+    p = _command(sub, "features", _lazy("flows.cli.single", "features_command"), text)
     p.add_argument("image")
     p.add_argument("--weights", help="weights file (.mat or .h5); overrides --network")
     p.add_argument("--network", default="vgg19", help="known network (default vgg19)")
@@ -89,39 +88,37 @@ def _features_parser(sub) -> None:
 def _weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="fetch, describe or verify network weights")
     wsub = p.add_subparsers(required=True, metavar="ACTION")
-    fetch = _command(wsub, "fetch", _lazy("flows.single", "weights_fetch"), "download VGG19")
+    fetch = _command(wsub, "fetch", _lazy("flows.cli.single", "weights_fetch"), "download VGG19")
     fetch.add_argument("--url", help="download from here instead of vlfeat.org")
     fetch.add_argument("--md5", help="expected MD5 (default: the release's)")
     fetch.add_argument("-o", "--output", type=Path, help="where to save (default: the cache)")
-    info = _command(wsub, "info", _lazy("flows.single", "weights_info"), "describe a file")
+    info = _command(wsub, "info", _lazy("flows.cli.single", "weights_info"), "describe a file")
     info.add_argument("weights", help="a path or a known name (vgg19, vgg16-hed)")
     text = "run the whole network on a sample image and print the top-5 classes"
-    verify = _command(wsub, "verify", _lazy("flows.single", "weights_verify"), text)
+    verify = _command(wsub, "verify", _lazy("flows.cli.single", "weights_verify"), text)
     verify.add_argument("weights", help="a path or a known name")
     verify.add_argument("--image", help="classify this image instead of the tabby cat")
 
 
 def _run_parsers(sub) -> None:
-    from flows.runflags import add_run_flags
-
-    run = _command(sub, "run", _lazy("flows.runner", "run_command"), "run a manifest as a batch")
+    run = _command(sub, "run", _lazy("flows.cli.run", "run_command"), "run a manifest as a batch")
     run.add_argument("manifest", help="CSV, JSONL or YAML manifest (path or s3:// URI)")
     run.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
     add_run_flags(run)
     add_option_flags(run)
     text = "rerun only the failed pairs of a report"
-    rerun = _command(sub, "rerun", _lazy("flows.runner", "rerun_command"), text)
+    rerun = _command(sub, "rerun", _lazy("flows.cli.run", "rerun_command"), text)
     rerun.add_argument("report", help="a report.json written by `stylebatch run`")
     add_run_flags(rerun, rerun=True)
     add_option_flags(rerun)
     text = "serve the batch flow from this process, on a schedule (needs a Prefect server)"
-    serve = _command(sub, "serve", _lazy("flows.serve", "serve_command"), text)
+    serve = _command(sub, "serve", _lazy("flows.cli.serve", "serve_command"), text)
     serve.add_argument("manifest", help="CSV, JSONL or YAML manifest (path or s3:// URI)")
     serve.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
     add_run_flags(serve, served=True)
     add_option_flags(serve)
     text = "the README's main job: a small bundled batch with vgg16-hed"
-    demo = _command(sub, "demo", _lazy("flows.runner", "demo_command"), text)
+    demo = _command(sub, "demo", _lazy("flows.cli.run", "demo_command"), text)
     demo.add_argument("-o", "--output", default="stylebatch-demo", help="default ./stylebatch-demo")
     demo.add_argument("--size", type=int, default=192, help="longest side (default 192)")
     demo.add_argument("--iterations", type=int, default=150, help="default 150")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from flows.cliopts import given_options
-from flows.runner import absolute, precheck
+from flows import prepare
+from flows.cli.flags import given_options
+from flows.cli.run import flow_parameters, precheck
+from flows.uri import absolute
 from stylecore.errors import StyleError
-from stylecore.options import StyleOptions, preset
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -21,21 +22,10 @@ def serve_command(args: argparse.Namespace) -> int:
         )
     given = given_options(args)
     manifest, output = absolute(args.manifest), absolute(args.output)
-    precheck(manifest, StyleOptions.from_dict(given, preset(args.preset)), None)
+    precheck(manifest, prepare.run_options(given, args.preset))
     from flows.batch import stylize_batch
 
-    parameters = {
-        "manifest": manifest,
-        "output": output,
-        "feature_cache": args.feature_cache and absolute(args.feature_cache),
-        "force": args.force,
-        "strict": args.strict,
-        "concurrency": args.concurrency or 1,
-        "batch_size": args.batch_size,
-        "shards": args.shards or 1,
-        "preset": args.preset,
-        **given,
-    }
+    parameters = flow_parameters(manifest, output, given, args.preset, args)
     stylize_batch.serve(
         name=args.name,
         cron=args.cron,

@@ -9,22 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import storage
-from flows.cliopts import given_options
-from flows.manifest import load_manifest
-from flows.progress import pair_bar
+from flows import prepare, storage
+from flows.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from flows.cli.flags import given_options
+from flows.cli.progress import pair_bar
+from flows.model import Manifest
+from flows.uri import absolute, join
 from stylecore.errors import StyleError
-from stylecore.options import StyleOptions, preset
-from stylecore.stylize import shared_weights
-from stylecore.weights import require_layers, resolve_spec
+from stylecore.options import StyleOptions
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def absolute(uri: str) -> str:
-    """Local paths made absolute (a flow may run elsewhere); URIs as they are."""
-    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+DEMO = Path(__file__).resolve().parent.parent / "demo"  # package data: images and demo.csv
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -53,9 +47,9 @@ def rerun_command(args: argparse.Namespace) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     """`stylebatch demo`: the bundled manifest with vgg16-hed, into ./stylebatch-demo."""
-    manifest = EXAMPLES / "demo.csv"
+    manifest = DEMO / "demo.csv"
     if not manifest.exists():
-        raise StyleError(f"{manifest}: the demo needs the repository's examples/ folder")
+        raise StyleError(f"{manifest}: the demo's data is missing from this installation")
     options = {"network": "vgg16-hed", "size": args.size, "iterations": args.iterations}
     args.feature_cache, args.force, args.strict = None, False, False
     args.concurrency, args.quiet, args.batch_size = None, False, None
@@ -78,33 +72,23 @@ def run(
     rows: list[int] | None = None,
 ) -> int:
     """Run the flow with a progress bar over pairs; 0 all good, 1 some failed, 2 not started."""
-    defaults = StyleOptions.from_dict(given, preset(preset_name))  # bad options: exit 2 now
-    count = precheck(manifest, defaults, rows)
+    defaults = prepare.run_options(given, preset_name)  # bad options: exit 2 now
+    parsed = precheck(manifest, defaults)
+    count = len(parsed.only(rows).rows())
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # A temporary server on a loaded 2-core machine can take over Prefect's default 20 s to start.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    from flows.batch import LISTENERS, PAIRS_FAILED
+    from flows.batch import LISTENERS  # Prefect loads only now, after the settings above
+    from flows.report import PAIRS_FAILED
 
     check_api()
-    storage.check_writable(storage.join(output, "report.json"))  # a read-only root: exit 2 now
+    storage.check_writable(join(output, "report.json"))  # a read-only root: exit 2 now
 
-    parameters = dict(
-        manifest=manifest,
-        output=output,
-        feature_cache=args.feature_cache,
-        force=args.force,
-        strict=args.strict,
-        concurrency=args.concurrency or 1,
-        batch_size=getattr(args, "batch_size", None),
-        rows=rows,
-        shards=getattr(args, "shards", None) or 1,
-        preset=preset_name,
-        **given,
-    )
+    parameters = flow_parameters(manifest, output, given, preset_name, args, rows)
     flow = batch_flow(args)
-    with pair_bar(count, quiet=args.quiet) as advance:
+    with pair_bar(count, quiet=args.quiet) as advance, prepare.handing_over(parsed, defaults):
         seen: set[int] = set()
         listener = _listener(advance, seen)
         LISTENERS.append(listener)
@@ -132,22 +116,36 @@ def run(
     return EXIT_USAGE
 
 
-def precheck(manifest: str, defaults: StyleOptions, rows: list[int] | None) -> int:
-    """Fail fast, before any server starts: the manifest, the run's weights and their layers.
-    A weights file only some rows name fails those rows in the flow. Returns the row count."""
-    parsed = load_manifest(manifest, defaults, read_text=storage.read_text, glob=storage.glob)
-    run_spec = resolve_spec(defaults.network, defaults.weights)
-    for spec in sorted({resolve_spec(p.options.network, p.options.weights) for p in parsed.pairs}):
-        try:
-            weights = shared_weights(spec)
-        except StyleError:
-            if spec == run_spec:
-                raise
-            continue
-        if spec == run_spec:
-            require_layers(weights, (*defaults.content_layers, *defaults.style_layers))
-    numbers = [p.row for p in parsed.pairs] + [e.row for e in parsed.errors]
-    return len(numbers) if rows is None else len(set(numbers) & set(rows))
+def flow_parameters(
+    manifest: str,
+    output: str,
+    given: dict[str, Any],
+    preset_name: str,
+    args: argparse.Namespace,
+    rows: list[int] | None = None,
+) -> dict[str, Any]:
+    """The stylize-batch flow's parameters: the run's own settings from the flags, the options."""
+    return dict(
+        manifest=manifest,
+        output=output,
+        feature_cache=args.feature_cache and absolute(args.feature_cache),
+        force=args.force,
+        strict=args.strict,
+        concurrency=args.concurrency or 1,
+        batch_size=getattr(args, "batch_size", None),
+        rows=rows,
+        shards=getattr(args, "shards", None) or 1,
+        preset=preset_name,
+        **given,
+    )
+
+
+def precheck(manifest: str, defaults: StyleOptions) -> Manifest:
+    """Fail fast, before any server starts: the manifest read and the networks checked, as the
+    flow does (`prepare`). A weights file only some rows name fails those rows in the flow."""
+    parsed = prepare.read_manifest(manifest, defaults)
+    prepare.check_networks(parsed, defaults)
+    return parsed
 
 
 def check_api() -> None:
@@ -223,8 +221,8 @@ def _listener(advance, seen: set[int]):
 def _own_report(output: str, state) -> dict:
     """This run's report: reports/<flow-run-id>.json, since report.json may already be another
     run's when two runs share the output root."""
-    own = storage.join(output, "reports", f"{state.state_details.flow_run_id}.json")
-    uri = own if storage.exists(own) else storage.join(output, "report.json")
+    own = join(output, "reports", f"{state.state_details.flow_run_id}.json")
+    uri = own if storage.exists(own) else join(output, "report.json")
     return json.loads(storage.read_text(uri))
 
 
@@ -248,7 +246,7 @@ def _summary(output: str, report: dict) -> int:
         if pair["status"] == "failed":
             error = pair["error"].removeprefix(f"row {pair['row']}: ")
             print(f"  row {pair['row']}: {error}")
-    print(f"report: {storage.join(output, 'report.json')}")
+    print(f"report: {join(output, 'report.json')}")
     if s["failed"]:
-        print(f"after fixing the inputs: stylebatch rerun {storage.join(output, 'report.json')}")
+        print(f"after fixing the inputs: stylebatch rerun {join(output, 'report.json')}")
     return EXIT_FAILED if s["failed"] else EXIT_OK

@@ -33,7 +33,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from flows import storage
+from flows.storage import s3client
 
 ACCESS_KEY_ID = "testing-key-id"
 SECRET_KEY = "sekrit-7Qx9-NEVER-IN-A-MESSAGE-b4d1"  # tests grep every message for it
@@ -105,7 +105,6 @@ def point_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         monkeypatch.delenv(name, raising=False)
     for name in ("AWS_DEFAULT_REGION", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
-    storage.reset_clients()
 
 
 @pytest.fixture(scope="session")
@@ -119,9 +118,11 @@ def moto_endpoint() -> Iterator[str]:
 def s3_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[str]:
     """An empty moto server and the environment pointing at it; yields the endpoint URL."""
     reset_moto(moto_endpoint)
+    # storage's clients follow the environment by themselves, but the reset deleted the buckets
+    # it has seen exist, and no variable tells it so
+    s3client._forget_buckets()
     point_env(monkeypatch, moto_endpoint)
     yield moto_endpoint
-    storage.reset_clients()  # the environment goes back; cached clients must not outlive it
 
 
 # --- the faulty proxy ------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from s3server import SECRET_KEY, FaultyProxy, make_bucket, point_env, s3_client
 
-from flows import storage
-from flows.storage import NotFoundError, StorageError
+from flows import storage, uri
+from flows.storage import NotFoundError, StorageError, s3, s3client
 
 
 def clean(exc: BaseException) -> str:
@@ -52,13 +52,13 @@ def test_local_round_trip(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "out.png"
     assert storage.write_bytes(target, b"\x89PNG data")
     assert storage.read_bytes(str(target)) == b"\x89PNG data"
-    assert storage.write_text(f"file://{tmp_path}/report.json", '{"é": 1}')
+    assert storage.write_bytes(f"file://{tmp_path}/report.json", '{"é": 1}'.encode())
     assert storage.read_text(tmp_path / "report.json") == '{"é": 1}'
-    assert storage.size(target) == 9 and storage.exists(target)
+    assert storage.exists(target)
     assert not storage.exists(tmp_path / "a")  # a directory is not a file
     storage.delete(target)
     storage.delete(target)  # nothing to delete is fine
-    assert storage.size(target) is None and not storage.exists(target)
+    assert not storage.exists(target)
 
 
 def test_local_overwrite_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_local_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(storage.os, "fsync", full)  # file systems report ENOSPC late, at fsync
+    monkeypatch.setattr(os, "fsync", full)  # file systems report ENOSPC late, at fsync
     with pytest.raises(StorageError) as caught:
         storage.write_bytes(target, b"new")
     assert clean(caught.value) == f"{target}: no space left on device"
@@ -143,7 +143,7 @@ def test_local_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 raise PermissionError(errno.EACCES, "Permission denied", path)
             return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(storage.os, "open", denied)
+        monkeypatch.setattr(os, "open", denied)
     else:
         locked.chmod(0o500)
     try:
@@ -155,15 +155,15 @@ def test_local_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert caught.value.run_level  # writing: the output root's problem
 
 
-@pytest.mark.parametrize("uri", ["gs://bucket/a.png", "http://host/a.png", "ftp://h/x"])
-def test_unsupported_scheme(uri: str) -> None:
-    scheme = uri.split(":")[0]
+@pytest.mark.parametrize("where", ["gs://bucket/a.png", "http://host/a.png", "ftp://h/x"])
+def test_unsupported_scheme(where: str) -> None:
+    scheme = where.split(":")[0]
     for call in (storage.read_bytes, storage.exists, storage.glob):
         with pytest.raises(StorageError, match=f"unsupported URI scheme '{scheme}'"):
-            call(uri)
+            call(where)
 
 
-def test_local_glob_and_list(tmp_path: Path) -> None:
+def test_local_glob(tmp_path: Path) -> None:
     for rel in ("a/x.png", "a/b/y.png", "a/z.jpg", "ab/w.png", "a/.x.png.0123456789ab.tmp"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"1")
@@ -172,10 +172,9 @@ def test_local_glob_and_list(tmp_path: Path) -> None:
     assert storage.glob(f"{root}/a/**/*.png") == [f"{root}/a/b/y.png", f"{root}/a/x.png"]
     assert storage.glob(f"{root}/*/?.png") == [f"{root}/a/x.png", f"{root}/ab/w.png"]
     everything = [f"{root}/a/b/y.png", f"{root}/a/x.png", f"{root}/a/z.jpg"]
-    assert storage.list_prefix(f"{root}/a") == everything
-    assert storage.list_prefix(f"{root}/a/") == everything
-    assert storage.list_prefix(f"{root}/a/x") == [f"{root}/a/x.png"]
-    assert storage.list_prefix(f"{root}/nowhere/") == []
+    assert storage.glob(f"{root}/a/**") == everything
+    assert storage.glob(f"{root}/a/x*") == [f"{root}/a/x.png"]
+    assert storage.glob(f"{root}/nowhere/**") == []
 
 
 @pytest.mark.parametrize(
@@ -192,28 +191,24 @@ def test_local_glob_and_list(tmp_path: Path) -> None:
     ],
 )
 def test_join_parent_name(base: str, parts: tuple, joined: str, parent: str, name: str) -> None:
-    assert storage.join(base, *parts) == joined
-    assert storage.parent(joined) == parent
-    assert storage.name(joined) == name
-    assert storage.is_s3(joined) == base.startswith("s3://")
+    assert uri.join(base, *parts) == joined
+    assert uri.parent(joined) == parent
+    assert uri.name(joined) == name
+    assert uri.is_s3(joined) == base.startswith("s3://")
 
 
 def test_parent_and_name_of_roots() -> None:
-    assert storage.parent("s3://bkt/a") == "s3://bkt" and storage.name("s3://bkt") == "bkt"
-    assert storage.parent("/") == "/" and storage.parent("/a/") == "/"
+    assert uri.parent("s3://bkt/a") == "s3://bkt" and uri.name("s3://bkt") == "bkt"
+    assert uri.parent("/") == "/" and uri.parent("/a/") == "/"
 
 
-def test_local_presign_and_copy(tmp_path: Path) -> None:
+def test_local_presign(tmp_path: Path) -> None:
     target = tmp_path / "a b.png"
     storage.write_bytes(target, b"pixels")
     url = storage.presign(target)
     assert url.startswith("file://")
     with urllib.request.urlopen(url) as answer:
         assert answer.read() == b"pixels"
-    with storage.local_copy(target) as path:
-        assert path == target
-    with pytest.raises(NotFoundError), storage.local_copy(tmp_path / "nope.png"):
-        pass
     with pytest.raises(StorageError, match="presign expiry"):
         storage.presign(target, expires=8 * 24 * 3600)
 
@@ -233,16 +228,16 @@ def test_s3_round_trip_and_content_types(s3_env: str) -> None:
     }
     for key in expected:
         assert storage.write_bytes(f"s3://art/{key}", key.encode())
-    assert storage.write_text("s3://art/out/t.txt", "héllo", content_type="text/plain")
+    assert storage.write_bytes("s3://art/out/t.txt", "héllo".encode(), content_type="text/plain")
     client = s3_client(s3_env)
     for key, kind in {**expected, "out/t.txt": "text/plain"}.items():
         assert client.head_object(Bucket="art", Key=key)["ContentType"] == kind
     assert storage.read_bytes("s3://art/out/a.png") == b"out/a.png"
     assert storage.read_text("s3://art/out/t.txt") == "héllo"
-    assert storage.size("s3://art/out/a.png") == 9 and storage.exists("s3://art/out/a.png")
+    assert storage.exists("s3://art/out/a.png")
     storage.delete("s3://art/out/a.png")
     storage.delete("s3://art/out/a.png")
-    assert not storage.exists("s3://art/out/a.png") and storage.size("s3://art/out/a.png") is None
+    assert not storage.exists("s3://art/out/a.png")
 
 
 def test_s3_write_failing_midway_writes_nothing(s3_env: str) -> None:
@@ -263,14 +258,12 @@ def test_s3_exclusive_write(s3_env: str) -> None:
     assert storage.read_bytes("s3://art/out/a.png") == b"third"
 
 
-def test_s3_multipart_upload(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 1024 * 1024)
-    monkeypatch.setattr(storage, "PART_SIZE", 5 * 1024 * 1024)  # S3's smallest part
+def test_s3_multipart_upload(s3_env: str) -> None:
     make_bucket(s3_env, "art")
-    data = os.urandom(11 * 1024 * 1024)
+    data = os.urandom(17 * 1024 * 1024)  # over the 8 MiB at which uploads go in 8 MiB parts
     assert storage.write_bytes("s3://art/big/features.npz", data, exclusive=True)
     head = s3_client(s3_env).head_object(Bucket="art", Key="big/features.npz")
-    assert head["ETag"].strip('"').endswith("-3")  # three parts: 5 + 5 + 1 MiB
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: 8 + 8 + 1 MiB
     assert head["ContentType"] == "application/octet-stream"
     got = storage.read_bytes("s3://art/big/features.npz")
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
@@ -280,33 +273,29 @@ def test_s3_multipart_upload(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> No
     assert uploads.get("Uploads", []) == []  # the refused upload was aborted
 
 
-def test_s3_glob_and_list(s3_env: str) -> None:
+def test_s3_glob(s3_env: str) -> None:
     keys = ["in/a.png", "in/b.jpg", "in/sub/c.png", "in/sub/deep/d.png", "inx/e.png", "in/[x].png"]
     make_bucket(s3_env, "art", dict.fromkeys(keys, b"1"))
-    uri = "s3://art/{}".format
-    assert storage.glob("s3://art/in/*.png") == [uri("in/[x].png"), uri("in/a.png")]
+    at = "s3://art/{}".format
+    assert storage.glob("s3://art/in/*.png") == [at("in/[x].png"), at("in/a.png")]
     assert storage.glob("s3://art/in/**/*.png") == [
-        uri(k) for k in sorted(["in/[x].png", "in/a.png", "in/sub/c.png", "in/sub/deep/d.png"])
+        at(k) for k in sorted(["in/[x].png", "in/a.png", "in/sub/c.png", "in/sub/deep/d.png"])
     ]
-    assert storage.glob("s3://art/in/sub/**") == [uri("in/sub/c.png"), uri("in/sub/deep/d.png")]
-    assert storage.glob("s3://art/in*/?.png") == [uri("in/a.png"), uri("inx/e.png")]
-    assert storage.glob("s3://art/in/[ab].*") == [uri("in/a.png"), uri("in/b.jpg")]
-    assert storage.glob("s3://art/in/[!a].*") == [uri("in/b.jpg")]
-    assert storage.glob("s3://art/in/a.png") == [uri("in/a.png")]
-    assert storage.list_prefix("s3://art/in/sub/") == [
-        uri("in/sub/c.png"),
-        uri("in/sub/deep/d.png"),
-    ]
-    assert storage.list_prefix("s3://art/in") == [uri(k) for k in sorted(keys)]
-    assert storage.list_prefix("s3://art/none/") == []
+    assert storage.glob("s3://art/in/sub/**") == [at("in/sub/c.png"), at("in/sub/deep/d.png")]
+    assert storage.glob("s3://art/in*/?.png") == [at("in/a.png"), at("inx/e.png")]
+    assert storage.glob("s3://art/in/[ab].*") == [at("in/a.png"), at("in/b.jpg")]
+    assert storage.glob("s3://art/in/[!a].*") == [at("in/b.jpg")]
+    assert storage.glob("s3://art/in/a.png") == [at("in/a.png")]
+    assert storage.glob("s3://art/in**") == [at(k) for k in sorted(keys)]
+    assert storage.glob("s3://art/none/**") == []
 
 
 def test_s3_listing_pages(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage, "LIST_PAGE", 2)
+    monkeypatch.setattr(s3, "LIST_PAGE", 2)
     keys = [f"p/{i:02d}.png" for i in range(7)]
     make_bucket(s3_env, "art", dict.fromkeys(keys, b""))
     assert storage.glob("s3://art/p/*.png") == [f"s3://art/{k}" for k in keys]
-    assert storage.list_prefix("s3://art/p/") == [f"s3://art/{k}" for k in keys]
+    assert storage.glob("s3://art/p/**") == [f"s3://art/{k}" for k in keys]
 
 
 def test_s3_presign_downloads_with_urllib(s3_env: str) -> None:
@@ -315,15 +304,6 @@ def test_s3_presign_downloads_with_urllib(s3_env: str) -> None:
     assert "X-Amz-Expires=600" in url and url.startswith(s3_env)
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert answer.read() == b"pixels"
-
-
-def test_s3_local_copy(s3_env: str) -> None:
-    make_bucket(s3_env, "art", {"in/style.jpg": b"jpeg bytes"})
-    with storage.local_copy("s3://art/in/style.jpg") as path:
-        assert path.suffix == ".jpg" and path.read_bytes() == b"jpeg bytes"
-    assert not path.exists()
-    with pytest.raises(NotFoundError), storage.local_copy("s3://art/in/nope.jpg"):
-        pass
 
 
 def test_s3_missing_object(s3_env: str) -> None:
@@ -340,10 +320,8 @@ def test_s3_missing_bucket(s3_env: str) -> None:
     calls = [
         storage.read_bytes,
         storage.exists,
-        storage.size,
         lambda u: storage.write_bytes(u, b"x"),
         storage.glob,
-        storage.list_prefix,
     ]
     for call in calls:
         with pytest.raises(StorageError) as caught:
@@ -353,9 +331,9 @@ def test_s3_missing_bucket(s3_env: str) -> None:
 
 
 def test_s3_names_an_object(s3_env: str) -> None:
-    for uri in ("s3://art", "s3://art/prefix/"):
+    for where in ("s3://art", "s3://art/prefix/"):
         with pytest.raises(StorageError, match="names a bucket or prefix, not an object"):
-            storage.read_bytes(uri)
+            storage.read_bytes(where)
     with pytest.raises(StorageError, match="names no bucket"):
         storage.read_bytes("s3:///key")
 
@@ -368,7 +346,6 @@ def test_s3_no_credentials(s3_env: str, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    storage.reset_clients()
     with pytest.raises(StorageError) as caught:
         storage.read_bytes("s3://art/a.png")
     assert clean(caught.value) == (
@@ -390,7 +367,7 @@ def test_s3_endpoint_unreachable(s3_env: str, monkeypatch: pytest.MonkeyPatch) -
     port = closed_port()
     point_env(monkeypatch, f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # the standard variable; keeps the test fast
-    monkeypatch.setattr(storage, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(s3client, "CONNECT_TIMEOUT", 1.0)
     started = time.monotonic()
     for call in (storage.read_bytes, storage.exists, lambda u: storage.write_bytes(u, b"x")):
         with pytest.raises(StorageError) as caught:
@@ -414,7 +391,7 @@ def test_s3_access_denied(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
             storage.read_bytes("s3://art/private/a.png")
         assert clean(caught.value) == f"s3://art/private/a.png: {expected}"
         assert not caught.value.run_level  # one input object
-        for call in (lambda u: storage.write_bytes(u, b"x"), storage.exists, storage.list_prefix):
+        for call in (lambda u: storage.write_bytes(u, b"x"), storage.exists, storage.glob):
             with pytest.raises(StorageError) as caught:
                 call("s3://art/private/b.png")
             assert clean(caught.value) == f"s3://art/private/b.png: {expected}"
@@ -463,10 +440,10 @@ def test_s3_lost_answers(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with FaultyProxy(s3_env, fault_rate=0.3, seed=2, faults=("lost",)) as proxy:
         point_env(monkeypatch, proxy.url)
         data = {f"s3://art/out/{i:02d}.png": os.urandom(1000 + i) for i in range(12)}
-        for uri, content in data.items():
-            assert storage.write_bytes(uri, content)  # a repeated PUT is harmless
+        for where, content in data.items():
+            assert storage.write_bytes(where, content)  # a repeated PUT is harmless
             # a retried conditional PUT may meet its own first attempt and answer False
-            storage.write_bytes(uri + ".x", content, exclusive=True)
+            storage.write_bytes(where + ".x", content, exclusive=True)
         assert [storage.read_bytes(u) for u in data] == list(data.values())
         assert [storage.read_bytes(u + ".x") for u in data] == list(data.values())
     assert proxy.counts["lost"] >= 3
@@ -476,26 +453,23 @@ def test_s3_endpoint_from_service_variable(s3_env: str, monkeypatch: pytest.Monk
     make_bucket(s3_env, "art", {"a.png": b"1"})
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env)  # boto3 prefers the service's own
-    storage.reset_clients()
     assert storage.read_bytes("s3://art/a.png") == b"1"
 
 
 def test_s3_region(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AWS_REGION")
-    storage.reset_clients()
-    assert storage.s3_client().meta.region_name == "us-east-1"
+    monkeypatch.delenv("AWS_REGION")  # clients follow the environment: no reset needed
+    assert s3client.client().meta.region_name == "us-east-1"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    storage.reset_clients()
-    assert storage.s3_client().meta.region_name == "eu-west-1"
+    assert s3client.client().meta.region_name == "eu-west-1"
     monkeypatch.setenv("AWS_REGION", "eu-central-1")  # wins, as in the other SDKs
-    assert storage.s3_client().meta.region_name == "eu-central-1"
+    assert s3client.client().meta.region_name == "eu-central-1"
 
 
 def test_s3_clients_per_thread(s3_env: str) -> None:
-    mine = storage.s3_client()
-    assert storage.s3_client() is mine
+    mine = s3client.client()
+    assert s3client.client() is mine
     theirs: list[object] = []
-    thread = threading.Thread(target=lambda: theirs.append(storage.s3_client()))
+    thread = threading.Thread(target=lambda: theirs.append(s3client.client()))
     thread.start()
     thread.join()
     assert theirs[0] is not mine

@@ -1,12 +1,23 @@
-"""Prefect artifacts: progress while pairs finish, a results table and a summary at the end."""
+"""Prefect artifacts: progress while pairs finish, a results table and a summary with images.
+
+Artifact keys derive from the output root, so each output folder (and deployment writing to it)
+keeps its own history in the UI. The summary shows outputs as images a browser can load inside
+the UI's http page: small JPEG thumbnails embedded as `data:` URIs for local outputs (a `file://`
+link never loads there), presigned links for s3:// outputs.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import logging
 import os
+import re
 from typing import Any
 from uuid import UUID
 
+from PIL import Image
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -14,12 +25,15 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows import storage
+from flows import storage, uri
+from stylecore import images
 
 log = logging.getLogger(__name__)
 # How long links to s3:// outputs in artifacts stay valid: a week (S3's maximum), or the
 # STYLEBATCH_LINK_EXPIRY environment variable in seconds.
 PRESIGN_SECONDS = 7 * 24 * 3600
+THUMB = 160  # pixels, the longest side of a summary's embedded thumbnail
+SHOWN = 12  # images in the summary: the failed pairs are listed, the first done ones shown
 
 
 def link_expiry() -> int:
@@ -28,15 +42,23 @@ def link_expiry() -> int:
     return int(value) if value.strip().isdigit() else PRESIGN_SECONDS
 
 
+def artifact_key(kind: str, output: str) -> str:
+    """'stylize-batch-<kind>-<output folder>-<8 hex>': one history per output root (Prefect
+    allows lowercase letters, digits and dashes in a key)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", uri.name(output).lower()).strip("-")[:40] or "root"
+    digest = hashlib.sha256(output.rstrip("/").encode()).hexdigest()[:8]
+    return f"stylize-batch-{kind}-{slug}-{digest}"
+
+
 class Progress:
     """A progress artifact over a run's pairs; silent outside a flow run."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, output: str):
         self.total, self.finished = max(total, 1), 0
         self.id: UUID | None = _quietly(
             create_progress_artifact,
             0.0,
-            key="stylize-batch-progress",
+            key=artifact_key("progress", output),
             description=f"pairs finished of {total}",
         )
 
@@ -53,23 +75,24 @@ def publish_artifacts(report: dict[str, Any], presign_seconds: int | None = None
     _quietly(
         create_table_artifact,
         rows,
-        key="stylize-batch-results",
+        key=artifact_key("results", report["output"]),
         description=f"pairs of run {report['run_id']}",
     )
     _quietly(
         create_markdown_artifact,
         summary_markdown(report, presign_seconds),
-        key="stylize-batch-summary",
+        key=artifact_key("summary", report["output"]),
         description="stylize-batch summary",
     )
 
 
 def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECONDS) -> str:
-    """A short summary with the outputs shown as images."""
-    s = report["summary"]
+    """A short summary: counts, the failed pairs, the first done outputs as images, and where the
+    contact sheet and the report are."""
+    s, output = report["summary"], report["output"]
     lines = [
         f"# stylize-batch: {s['done']} done, {s['skipped']} skipped, {s['failed']} failed",
-        f"manifest `{report['manifest']}` → `{report['output']}`",
+        f"manifest `{report['manifest']}` → `{output}`",
         "",
     ]
     lines += [
@@ -77,9 +100,35 @@ def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECO
         for p in report["pairs"]
         if p["status"] == "failed"
     ]
-    shown = [p for p in report["pairs"] if p["status"] == "done"][:24]
-    lines += ["", *(f"![row {p['row']}]({_link(p['output'], presign_seconds)})" for p in shown)]
+    done = [p for p in report["pairs"] if p["status"] == "done"]
+    lines += [
+        "",
+        *(f"![row {p['row']}]({_image(p['output'], presign_seconds)})" for p in done[:SHOWN]),
+    ]
+    if len(done) > SHOWN:
+        lines.append(f"\n… and {len(done) - SHOWN} more done pairs.")
+    sheet, whole = uri.join(output, "contact-sheet.png"), uri.join(output, "report.json")
+    lines += ["", f"Contact sheet: `{sheet}` · report: `{whole}`"]
     return "\n".join(lines)
+
+
+def thumbnail_uri(where: str) -> str:
+    """A `data:image/jpeg;base64,…` thumbnail of an image, THUMB px on its longest side."""
+    rgb = images.composite(images.decode(storage.read_bytes(where), where))
+    small = images.resize(rgb, images.fit_shape(rgb.shape[:2], min(THUMB, max(rgb.shape[:2]))))
+    buffer = io.BytesIO()
+    Image.fromarray(small.clip(0, 255).round().astype("uint8")).save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image(where: str, presign_seconds: int) -> str:
+    """What a markdown image points at: an embedded thumbnail locally, a presigned link on S3."""
+    if uri.is_s3(where):
+        return _link(where, presign_seconds)
+    try:
+        return thumbnail_uri(where)
+    except Exception:  # an image is a convenience; the URI still says where the file is
+        return where
 
 
 def _table_row(pair: dict, presign_seconds: int) -> dict[str, Any]:
@@ -96,11 +145,11 @@ def _table_row(pair: dict, presign_seconds: int) -> dict[str, Any]:
     }
 
 
-def _link(uri: str, presign_seconds: int) -> str:
+def _link(where: str, presign_seconds: int) -> str:
     try:
-        return storage.presign(uri, presign_seconds)
+        return storage.presign(where, presign_seconds)
     except Exception:  # a link is a convenience; the URI itself still says where the file is
-        return uri
+        return where
 
 
 def _quietly(function, *args, **kwargs):

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import devices, prepare, report
+from flows import devices, prepare, report, uri
 from flows.artifacts import Progress
 from flows.featurecache import default_root
 from flows.model import Job
@@ -26,7 +26,25 @@ from stylecore.options import option_names
 LISTENERS: list[Callable[[dict], None]] = []
 
 
-@flow(name="stylize-batch", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+def run_name() -> str:
+    """'demo.csv → stylebatch-demo': which manifest into which output. A shard keeps the name its
+    parent gave it ('… shard 2/4'); one run in the parent's process adds its rows."""
+    params = flow_run.parameters
+    if params.get("part_of") and " shard " in (flow_run.name or ""):
+        return flow_run.name
+    name = f"{uri.name(params['manifest'])} → {uri.name(params['output'])}"
+    rows = params.get("rows")
+    if params.get("part_of") and rows:
+        name += f" rows {rows[0]}–{rows[-1]}"
+    return name
+
+
+@flow(
+    name="stylize-batch",
+    flow_run_name=run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    log_prints=True,
+)
 def stylize_batch(
     manifest: str,
     output: str,
@@ -107,7 +125,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
             outcomes.append(job.outcome("failed", feature_errors[keys[0]]))
         else:
             runnable.append(job)
-    listeners = [*LISTENERS, Progress(len(outcomes) + len(runnable)).advance]
+    listeners = [*LISTENERS, Progress(len(outcomes) + len(runnable), run.output).advance]
     for outcome in outcomes:
         _notify(outcome.to_dict(), listeners)
     batch_size = run.batch_size or default_batch_size()
@@ -140,19 +158,19 @@ def _features(jobs: list[Job], cache_root: str) -> tuple[list[dict], dict[str, s
             for style, key in zip(job.styles, keys, strict=True):
                 wanted.setdefault(key, (style.uri, job.options, longest))
     futures = {
-        key: style_features.submit(
-            uri, key, options, longest, cache_root, f"{uri.rsplit('/', 1)[-1]} @ {longest}px"
+        key: style_features.with_options(tags=_tags(options, [where])).submit(
+            where, key, options, longest, cache_root, f"{uri.name(where)} @ {longest}px"
         )
-        for key, (uri, options, longest) in wanted.items()
+        for key, (where, options, longest) in wanted.items()
     }
     entries, errors = [], {}
     for key, future in futures.items():
-        uri = wanted[key][0]
+        where = wanted[key][0]
         try:
-            entries.append({"style": uri, "key": key, **future.result()})
+            entries.append({"style": where, "key": key, **future.result()})
         except Exception as exc:
-            errors[key] = f"style '{uri}': {report.error_text(exc)}"
-            entries.append({"style": uri, "key": key, "cache": "failed", "error": errors[key]})
+            errors[key] = f"style '{where}': {report.error_text(exc)}"
+            entries.append({"style": where, "key": key, "cache": "failed", "error": errors[key]})
     return entries, errors
 
 
@@ -204,13 +222,22 @@ def _stylize(
 def _run_batches(batches: list[list[Job]], cache_root: str, force: bool):
     """Submit every batch; yield (batch, outcomes, None) or (batch, None, error) as each ends."""
     futures = {
-        stylize_group.submit(batch, cache_root, force, _label(batch)): batch for batch in batches
+        stylize_group.with_options(tags=_tags(b[0].options, [s.uri for s in b[0].styles])).submit(
+            b, cache_root, force, _label(b)
+        ): b
+        for b in batches
     }
     for future in as_completed(list(futures)):
         try:
             yield futures[future], future.result(), None
         except Exception as exc:  # the traceback is in the task run's log
             yield futures[future], None, report.error_text(exc)
+
+
+def _tags(options: dict, styles: list[str]) -> list[str]:
+    """A task run's tags, to filter the UI by: its styles and its network."""
+    network = uri.name(options["weights"]) if options.get("weights") else options["network"]
+    return [f"style:{uri.name(s)}" for s in styles[:3]] + [f"network:{network}"]
 
 
 def _label(batch: list[Job]) -> str:

@@ -102,7 +102,7 @@ def _start_children(shards: list[Shard], params: dict[str, Any], logger) -> UUID
             child = run_deployment(
                 UUID(deployment.get_id()),
                 parameters={**params, "rows": shard.rows},
-                flow_run_name=f"{flow_run.name}-shard-{shard.number}-of-{len(shards)}",
+                flow_run_name=f"{flow_run.name} shard {shard.number}/{len(shards)}",
                 timeout=0,  # return at once; _wait polls them all
                 idempotency_key=f"{parent}:{attempt}:{shard.number}",  # a retry starts new ones
                 tags=[f"shard-of:{parent}"],

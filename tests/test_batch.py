@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -224,7 +227,12 @@ def test_same_shape_pairs_sharing_a_style_run_together(batch, tmp_path):
 
 def test_the_run_publishes_progress_results_and_summary_artifacts(batch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     state = run_flow(batch)
     flow_run_id = state.state_details.flow_run_id
@@ -238,7 +246,32 @@ def test_the_run_publishes_progress_results_and_summary_artifacts(batch):
     table = by_type["table"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) == 6 and {r["status"] for r in rows} == {"done", "failed"}
-    assert "5 done" in by_type["markdown"].data and "missing.png" in by_type["markdown"].data
+    summary = by_type["markdown"].data
+    assert "5 done" in summary and "missing.png" in summary
+    # local outputs show as embedded thumbnails (a file:// link never loads in the UI's page)
+    thumbs = re.findall(r"!\[row (\d+)\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", summary)
+    assert sorted(int(row) for row, _ in thumbs) == [1 + i for i in (1, 2, 3, 5, 6)]
+    for _, data in thumbs:
+        thumb = iio.imread(base64.b64decode(data), extension=".jpg")
+        assert max(thumb.shape[:2]) == SIZE and thumb.std() > 5  # the output itself, not blank
+    assert "file://" not in summary
+    # keys derive from the output root; the run is named after its manifest and output
+    keys = {a.key for a in artifacts}
+    digest = hashlib.sha256(batch["output"].encode()).hexdigest()[:8]
+    assert keys == {f"stylize-batch-{k}-out-{digest}" for k in ("progress", "results", "summary")}
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert run.name == "manifest.csv → out"
+    stylize_tags = [set(t.tags) for t in tasks if t.name.startswith("row ")]
+    assert len(stylize_tags) == 5
+    network = f"network:{Path(batch['weights']).name}"
+    assert all(
+        network in tags and any(t.startswith("style:") for t in tags) for tags in stylize_tags
+    )
+    assert {"style:starry.png", "style:wave.png"} <= set().union(*stylize_tags)
 
 
 _AUDITED: list[tuple[str, str]] = []  # (event, path) while a test listens; Python's hooks stay

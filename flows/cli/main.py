@@ -39,12 +39,22 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand and its flags."""
     parser = argparse.ArgumentParser(prog="stylebatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _stylize_parser(sub)
     _features_parser(sub)
     _weights_parser(sub)
     _run_parsers(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("stylebatch")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _command(sub, name: str, run: Callable[[argparse.Namespace], int], text: str):

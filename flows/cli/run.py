@@ -179,7 +179,9 @@ def dask_runner(args: argparse.Namespace):
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:
-        raise StyleError("--task-runner dask needs prefect-dask: pip install prefect-dask") from exc
+        raise StyleError(
+            "--task-runner dask needs the dask extra: pip install 'stylebatch[dask]'"
+        ) from exc
     workers, kind = getattr(args, "dask_workers", None), getattr(args, "dask_cluster_class", None)
     if args.dask_address:
         if workers or kind:

@@ -27,6 +27,7 @@ import flows.batch  # noqa: F401  (Prefect's console log handler takes sys.stder
 from flows import storage
 from flows.cli.main import main
 from flows.outputs import publish, sha256
+from flows.storage import local
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning"),
@@ -135,7 +136,7 @@ def test_a_run_killed_mid_batch_loses_nothing_and_a_rerun_completes_it(
     # what killed writers leave: a dead writer's temporary file here, and a live writer's
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = storage._host()
+    host = local._host()
     stale = out / f".c9.png.{'0' * 12}.{dead.pid}@{host}.tmp"
     live = out / f".c8.png.{'1' * 12}.{os.getpid()}@{host}.tmp"
     stale.write_bytes(b"half an image")
@@ -220,7 +221,7 @@ def test_an_image_left_without_its_sidecar(tmp_path):
 def test_only_dead_writers_temporary_files_are_removed(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = storage._host()
+    host = local._host()
     names = {
         "dead": f".a.png.{'0' * 12}.{dead.pid}@{host}.tmp",
         "live": f".b.png.{'1' * 12}.{os.getpid()}@{host}.tmp",
@@ -231,7 +232,7 @@ def test_only_dead_writers_temporary_files_are_removed(tmp_path):
     }
     for name in names.values():
         (tmp_path / name).write_bytes(b"x")
-    old = time.time() - storage.STALE_TEMP_SECONDS - 60
+    old = time.time() - local.STALE_TEMP_SECONDS - 60
     for key in ("other host, old", "older format, old"):
         os.utime(tmp_path / names[key], (old, old))
     storage.write_bytes(tmp_path / "out.png", b"png")  # the first write here sweeps the folder

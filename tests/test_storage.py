@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from s3server import SECRET_KEY, FaultyProxy, make_bucket, point_env, s3_client
 
-from flows import storage, uri
+from flows import storage
 from flows.storage import NotFoundError, StorageError, s3, s3client
 
 
@@ -175,31 +175,6 @@ def test_local_glob(tmp_path: Path) -> None:
     assert storage.glob(f"{root}/a/**") == everything
     assert storage.glob(f"{root}/a/x*") == [f"{root}/a/x.png"]
     assert storage.glob(f"{root}/nowhere/**") == []
-
-
-@pytest.mark.parametrize(
-    ("base", "parts", "joined", "parent", "name"),
-    [
-        ("s3://bkt/out", ("a", "b.png"), "s3://bkt/out/a/b.png", "s3://bkt/out/a", "b.png"),
-        ("s3://bkt/out/", ("/a.png",), "s3://bkt/out/a.png", "s3://bkt/out", "a.png"),
-        ("s3://bkt", ("a.png",), "s3://bkt/a.png", "s3://bkt", "a.png"),
-        ("s3://bkt/", ("reports/",), "s3://bkt/reports/", "s3://bkt", "reports"),
-        ("/data/out", ("a", "b.png"), "/data/out/a/b.png", "/data/out/a", "b.png"),
-        ("/data/out/", ("/etc/x",), "/data/out/etc/x", "/data/out/etc", "x"),
-        ("file:///data", ("a.png",), "/data/a.png", "/data", "a.png"),
-        ("rel", ("a.png",), "rel/a.png", "rel", "a.png"),
-    ],
-)
-def test_join_parent_name(base: str, parts: tuple, joined: str, parent: str, name: str) -> None:
-    assert uri.join(base, *parts) == joined
-    assert uri.parent(joined) == parent
-    assert uri.name(joined) == name
-    assert uri.is_s3(joined) == base.startswith("s3://")
-
-
-def test_parent_and_name_of_roots() -> None:
-    assert uri.parent("s3://bkt/a") == "s3://bkt" and uri.name("s3://bkt") == "bkt"
-    assert uri.parent("/") == "/" and uri.parent("/a/") == "/"
 
 
 def test_local_presign(tmp_path: Path) -> None:

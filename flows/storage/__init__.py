@@ -32,8 +32,7 @@ from typing import Any, Protocol, TypeVar
 from flows.storage.errors import NotFoundError, StorageError, locate
 from flows.storage.local import LocalBackend
 from flows.storage.s3 import S3Backend
-from flows.uri import Location, S3Location, Uri, join, name, parent, show
-from flows.uri import show as shown  # join, name, parent, shown: until callers use flows.uri
+from flows.uri import Location, S3Location, Uri, show
 
 __all__ = [
     "MAX_PRESIGN_SECONDS",
@@ -43,14 +42,10 @@ __all__ = [
     "delete",
     "exists",
     "glob",
-    "join",
     "modified",
-    "name",
-    "parent",
     "presign",
     "read_bytes",
     "read_text",
-    "shown",
     "write_bytes",
 ]
 

@@ -31,7 +31,7 @@ from stylecore import images
 log = logging.getLogger(__name__)
 # How long links to s3:// outputs in artifacts stay valid: a week (S3's maximum), or the
 # STYLEBATCH_LINK_EXPIRY environment variable in seconds.
-PRESIGN_SECONDS = 7 * 24 * 3600
+PRESIGN_SECONDS = storage.MAX_PRESIGN_SECONDS
 THUMB = 160  # pixels, the longest side of a summary's embedded thumbnail
 SHOWN = 12  # images in the summary: the failed pairs are listed, the first done ones shown
 
@@ -100,6 +100,12 @@ def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECO
         for p in report["pairs"]
         if p["status"] == "failed"
     ]
+    lines += [
+        f"- row {p['row']}: **weak** — the style barely took "
+        f"(style ratio {p['quality']['style_ratio']:.3g}); `stylebatch rerun --weak` redoes it"
+        for p in report["pairs"]
+        if p.get("weak")
+    ]
     done = [p for p in report["pairs"] if p["status"] == "done"]
     lines += [
         "",
@@ -141,6 +147,9 @@ def _table_row(pair: dict, presign_seconds: int) -> dict[str, Any]:
         "output": _link(pair["output"], presign_seconds) if pair.get("output") else "",
         "seconds": pair.get("seconds", 0.0),
         "loss": round(losses["total"], 4) if "total" in losses else "",
+        "style ratio": (pair.get("quality") or {}).get("style_ratio", ""),
+        "content error": (pair.get("quality") or {}).get("content_error", ""),
+        "weak": "weak" if pair.get("weak") else "",
         "error": pair.get("error") or "",
     }
 

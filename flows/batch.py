@@ -56,6 +56,7 @@ def stylize_batch(
     batch_size: int | None = None,
     shards: int = 1,
     part_of: str | None = None,
+    min_style_gain: float = prepare.MIN_STYLE_GAIN,
     network: str | None = None,
     weights: str | None = None,
     pooling: str | None = None,
@@ -100,6 +101,7 @@ def stylize_batch(
         batch_size=batch_size,
         shards=shards,
         part_of=part_of,
+        min_style_gain=min_style_gain,
     )
     if shards > 1 and part_of is None:
         return run_sharded(run, given)
@@ -141,6 +143,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
         given=given,
         preset=run.preset,
         feature_cache=cache_root,
+        min_style_gain=run.min_style_gain,
     )
     if run.part_of:  # a shard: the parent merges the shards' reports and publishes one
         document["part_of"] = run.part_of

@@ -39,6 +39,10 @@ def _row(pair: dict) -> tuple[list[Image.Image], str]:
     # ASCII separators: Pillow's default font has no glyph for × or — (they drew as boxes).
     names = " + ".join(uri.name(s) for s in styles[:2]) + (" + ..." if len(styles) > 2 else "")
     label = f"row {pair['row']}: {uri.name(pair['content'])} x {names} - {pair['status']}"
+    if pair.get("quality"):
+        label += (
+            f" (style {pair['quality']['style_ratio']:.3f}{', WEAK' if pair.get('weak') else ''})"
+        )
     if pair.get("error"):
         label += f": {pair['error'][:40]}"
     return thumbs, label

@@ -154,11 +154,14 @@ class Outcome:
     notes: list[str] = field(
         default_factory=list
     )  # e.g. a smaller size after running out of memory
+    quality: dict[str, float] = field(default_factory=dict)  # style_ratio, content_error
 
     def to_dict(self) -> dict[str, Any]:
+        """The report's line; notes and quality appear only when there are some."""
         line = dict(self.__dict__)
-        if not line["notes"]:  # the report's schema has no notes; they appear only when there are
-            del line["notes"]
+        for name in ("notes", "quality"):
+            if not line[name]:
+                del line[name]
         return line
 
 

@@ -69,6 +69,7 @@ def sidecar(
         "options": options.to_dict(),
         "network": network_info(weights),
         "losses": {"final": final, "history": result.history},
+        "quality": result.quality,
         "seconds": round(result.seconds, 3),
         "notes": notes,
         "versions": versions(),

@@ -30,6 +30,7 @@ from stylecore.stylize import level_sizes, shared_weights, style_size
 from stylecore.weights import min_side, require_layers, resolve_spec
 
 log = logging.getLogger(__name__)
+MIN_STYLE_GAIN = 10.0  # a done pair whose style distance shrank less than this many times: weak
 UPSCALE_NOTE = 2.0  # a content enlarged this much or more is noted: the output will look soft
 _handed: dict[tuple[str, StyleOptions], Manifest] = {}
 
@@ -53,6 +54,7 @@ class Run:
     batch_size: int | None = None  # pairs optimized together in one tensor; None: per device
     shards: int = 1  # > 1: split into child flow runs of the deployment (flows.shards)
     part_of: str | None = None  # the parent's run id when this run is one shard of it
+    min_style_gain: float = MIN_STYLE_GAIN  # below it, a done pair is flagged weak
 
 
 @dataclass(frozen=True)

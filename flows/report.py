@@ -15,6 +15,7 @@ from flows import storage, uri
 from flows.artifacts import publish_artifacts
 from flows.contactsheet import contact_sheet
 from flows.manifest import Manifest, error_row, failed_rows_csv, pair_row
+from flows.prepare import MIN_STYLE_GAIN
 from stylecore.errors import StyleError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ def build(
     given: dict,
     preset: str,
     feature_cache: str,
+    min_style_gain: float = MIN_STYLE_GAIN,
 ) -> dict[str, Any]:
     """The report document, pairs in row order: run_id, manifest, output, started, finished,
     summary (done/skipped/failed counts), options (the run's own, for `rerun`), feature_cache,
     style_features ({style, key, cache: computed|reused|failed, seconds|error}) and pairs (each
-    an `Outcome`: row, content, style, status, output, error, seconds, worker, losses, notes)."""
-    pairs = sorted(pairs, key=lambda p: p["row"])
+    an `Outcome`: row, content, style, status, output, error, seconds, worker, losses, notes,
+    quality, and `weak: true` on a done pair whose style barely moved: see `is_weak`)."""
+    pairs = [_flagged(p, min_style_gain) for p in sorted(pairs, key=lambda p: p["row"])]
     return {
         "run_id": run_id,
         "manifest": manifest,
@@ -65,9 +68,22 @@ def build(
         "summary": {s: sum(p["status"] == s for p in pairs) for s in STATUSES},
         "options": {"preset": preset, **given},  # the run's own options, for `stylebatch rerun`
         "feature_cache": feature_cache,
+        "min_style_gain": min_style_gain,
         "style_features": features,
         "pairs": pairs,
     }
+
+
+def is_weak(pair: dict[str, Any], min_style_gain: float) -> bool:
+    """Whether a done pair's style barely moved: its Gram distance to the style shrank from the
+    content's by less than `min_style_gain` times (quality.style_ratio > 1 / min_style_gain)."""
+    ratio = (pair.get("quality") or {}).get("style_ratio")
+    return pair["status"] == "done" and ratio is not None and ratio * min_style_gain > 1
+
+
+def _flagged(pair: dict[str, Any], min_style_gain: float) -> dict[str, Any]:
+    line = {k: v for k, v in pair.items() if k != "weak"}
+    return {**line, "weak": True} if is_weak(line, min_style_gain) else line
 
 
 def write_run_report(document: dict[str, Any], output: str) -> bytes:

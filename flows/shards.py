@@ -245,6 +245,7 @@ def merge(run: Run, given: dict[str, Any], run_id: str, started: str, shards: li
         given=given,
         preset=run.preset,
         feature_cache=run.feature_cache or default_root(),
+        min_style_gain=run.min_style_gain,
     )
     document["shards"] = [s.entry() for s in shards]
     return document

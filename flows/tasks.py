@@ -141,7 +141,10 @@ def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict
         status = outputs.write(job, used, stylizer.weights, result, notes, force)
         logger.info("row %d %s in %.1f s: %s", job.row, status, result.seconds, job.output)
         seconds = round(result.seconds, 3)
-        outcome = job.outcome(status, seconds=seconds, losses=result.history[-1], notes=notes)
+        final = result.history[-1]
+        outcome = job.outcome(
+            status, seconds=seconds, losses=final, notes=notes, quality=result.quality
+        )
         lines.append(outcome.to_dict())
     return lines
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -45,6 +46,7 @@ class Result:
     alpha: np.ndarray | None  # (H, W) float32 0…1, put back on PNG output
     history: list[dict[str, float]]  # losses per iteration, all levels
     seconds: float
+    quality: dict[str, float] = dataclasses.field(default_factory=dict)  # see Stylizer.quality
 
 
 def level_sizes(options: StyleOptions) -> list[int]:
@@ -74,6 +76,37 @@ class Stylizer:
             self.net.preprocess(rgb), tuple(options.style_layers), True
         )
         return {name: value.numpy()[0] for name, value in features.items()}
+
+    def quality(
+        self, outputs: np.ndarray, contents: np.ndarray, grams: Sequence[Grams], options
+    ) -> list[dict[str, float]]:
+        """Scores of finished images (B, H, W, 3), 0…255, against their contents and Gram targets,
+        whatever the loss weights: `style_ratio` = Σ_l mean((G_l(out) − A_l)²) over the same for
+        the content image (0: the style's statistics reached; 1: they did not move), and
+        `content_error` = ‖F(out) − F(content)‖ / ‖F(content)‖ over the content layers. One
+        forward pass of outputs and contents together."""
+        features = self.net(self.net.preprocess(np.concatenate([outputs, contents])))
+        n = len(outputs)
+        targets = {name: np.stack([g[name] for g in grams] * 2) for name in options.style_layers}
+        distance = sum(
+            np.mean(np.square(gram(features[name]).numpy() - targets[name]), axis=(1, 2))
+            for name in options.style_layers
+        )
+        error = sum(
+            np.sum(np.square(f[:n] - f[n:]), axis=(1, 2, 3))
+            for f in (features[name].numpy() for name in options.content_layers)
+        )
+        energy = sum(
+            np.sum(np.square(features[name].numpy()[n:]), axis=(1, 2, 3))
+            for name in options.content_layers
+        )
+        return [
+            {
+                "style_ratio": round(float(distance[i] / max(distance[n + i], 1e-30)), 6),
+                "content_error": round(float(np.sqrt(error[i] / max(energy[i], 1e-30))), 6),
+            }
+            for i in range(n)
+        ]
 
     @functools.cached_property
     def _compiled_features(self):
@@ -317,10 +350,15 @@ def stylize_many(
         if on_step:
             on_step(last)
     outs = stylizer.net.deprocess(last.image)
+    finished = [finish(o, rgb, c, options) for o, rgb, c in zip(outs, rgbs, contents, strict=True)]
+    targets = grams_for(options.size)
+    targets = list(targets) * len(rgbs) if len(targets) == 1 else targets
+    pixels = np.stack([rgb for rgb, _ in finished]).astype(np.float32)
+    scores = stylizer.quality(pixels, np.stack(rgbs), targets, options)
     seconds = (time.perf_counter() - start) / len(rgbs)  # each image's share of the time
     return [
-        Result(*finish(out, rgb, content, options), history, seconds)
-        for out, rgb, content, history in zip(outs, rgbs, contents, histories, strict=True)
+        Result(rgb, alpha, history, seconds, score)
+        for (rgb, alpha), history, score in zip(finished, histories, scores, strict=True)
     ]
 
 

@@ -311,3 +311,58 @@ def test_one_run_reads_and_parses_its_manifest_once(batch, capsys):
 
 
 _HOOKED: list = []
+
+
+def test_every_output_is_scored_and_a_planted_weak_one_is_flagged_then_rerun(batch, capsys):
+    """A pair whose style weight is 0 barely moves towards the style: flagged weak; a pair run
+    to convergence is not. `rerun --weak` redoes only the weak one, with twice the iterations."""
+    manifest = batch["inputs"] / "weak.csv"
+    manifest.write_text(
+        "content,style,style_weight,iterations\na.png,starry.png,,30\nb.png,starry.png,0,\n"
+    )
+    common = ["-o", batch["output"], "--weights", batch["weights"], "--size", str(SIZE)]
+    common += ["--feature-cache", batch["feature_cache"], "--quiet"]
+    assert main(["run", str(manifest), *common, "--iterations", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "row 3: weak: the style barely took" in out and "rerun --weak" in out
+    report = read_report(batch)
+    good, weak = report["pairs"]
+    assert "weak" not in good and weak["weak"] is True
+    assert good["quality"]["style_ratio"] < 0.1 < weak["quality"]["style_ratio"]
+    assert weak["quality"]["content_error"] < good["quality"]["content_error"]
+    sidecar = json.loads(Path(good["output"]).with_suffix(".json").read_text())
+    assert sidecar["quality"] == good["quality"]
+    # deterministic for a fixed seed: the same pair again (forced) scores the same
+    assert main(["run", str(manifest), *common, "--iterations", "30", "--force"]) == 0
+    assert read_report(batch)["pairs"][0]["quality"] == good["quality"]
+
+    capsys.readouterr()
+    assert main(["rerun", "--weak", str(Path(batch["output"]) / "report.json"), "--quiet"]) == 0
+    assert "rerunning 1 weak pair(s): rows 3" in capsys.readouterr().out
+    (again,) = read_report(batch)["pairs"]
+    assert again["row"] == 3 and again["status"] == "done"
+    redone = json.loads(Path(again["output"]).with_suffix(".json").read_text())
+    assert redone["options"]["iterations"] == 60 and len(redone["losses"]["history"]) == 60
+
+
+def test_dry_run_says_what_would_run_skip_and_fail_and_writes_nothing(batch, capsys):
+    common = ["-o", batch["output"], "--weights", batch["weights"], "--size", str(SIZE)]
+    common += ["--iterations", "2", "--feature-cache", batch["feature_cache"], "--quiet"]
+    assert main(["run", batch["manifest"], *common, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["row"] for r in plan["run"]] == [2, 3, 4, 6, 7] and plan["skip"] == []
+    assert [f["row"] for f in plan["fail"]] == [5] and "missing.png" in plan["fail"][0]["error"]
+    assert plan["pixel_iterations"] == sum(2 * r["shape"][0] * r["shape"][1] for r in plan["run"])
+    assert not Path(batch["output"]).exists() and not Path(batch["feature_cache"]).exists()
+
+    assert main(["run", batch["manifest"], *common, "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["summary"] == {"done": 5, "skipped": 0, "failed": 1}
+    assert summary["failed"][0]["row"] == 5 and summary["exit_code"] == 1
+    outputs = {r["row"]: r["output"] for r in plan["run"]}
+    assert {p["row"]: p["output"] for p in read_report(batch)["pairs"] if p["row"] != 5} == outputs
+
+    assert main(["run", batch["manifest"], *common, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("would run 0, skip 5, fail 1 (nothing written)")
+    assert "row 5: fail: content" in text and text.count("skip (done)") == 5

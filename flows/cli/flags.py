@@ -110,10 +110,34 @@ def add_run_flags(
         help="same-size pairs sharing a style optimized together in one tensor "
         "(default 8 on a GPU, 1 on CPUs, where a batch is no faster per image)",
     )
+    group.add_argument(
+        "--min-style-gain",
+        type=float,
+        default=None,
+        metavar="X",
+        help="flag a done pair 'weak' when its distance to the style's statistics shrank less than "
+        "X times from the content's (quality.style_ratio > 1/X; default 10)",
+    )
+    if rerun:
+        group.add_argument(
+            "--weak",
+            action="store_true",
+            help="redo the pairs flagged weak (not the failed ones) with twice the iterations",
+        )
     if served:
         add_serve_flags(parser)
         return
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON document on stdout"
+    )
+    if not rerun:
+        group.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="check every row and read every input, then print what would run, be skipped "
+            "and fail (and the work, in pixel-iterations); writes nothing, starts no server",
+        )
     add_scale_flags(parser)
 
 

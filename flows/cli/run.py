@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -10,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from flows import prepare, storage
-from flows.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from flows.cli import EXIT_OK, EXIT_USAGE
 from flows.cli.flags import given_options
 from flows.cli.progress import pair_bar
+from flows.cli.summary import print_plan, print_report
 from flows.model import Manifest
 from flows.uri import absolute, join
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions
 
+HASH_THREADS = 4  # inputs read and decoded at once by a dry run, as the flow's hash task does
 DEMO = Path(__file__).resolve().parent.parent / "demo"  # package data: images and demo.csv
 
 
@@ -28,21 +31,32 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def rerun_command(args: argparse.Namespace) -> int:
-    """`stylebatch rerun REPORT`: the failed rows of a report, same manifest, output and options."""
+    """`stylebatch rerun REPORT`: the failed rows of a report, same manifest, output and options;
+    with --weak, the rows flagged weak instead, with twice the iterations."""
     report = json.loads(storage.read_text(absolute(args.report)))
-    failed = [p["row"] for p in report["pairs"] if p["status"] == "failed"]
-    if not failed:
-        print(f"nothing to rerun: no pair failed in {args.report}")
+    kind = "weak" if args.weak else "failed"
+    rows = [
+        p["row"]
+        for p in report["pairs"]
+        if (p.get("weak") if args.weak else p["status"] == "failed")
+    ]
+    if not rows:
+        print(f"nothing to rerun: no pair {kind} in {args.report}")
         return EXIT_OK
     options = dict(report.get("options", {}))
     preset_name = options.pop("preset", "default")
     options.update(given_options(args))
     if args.preset != "default":
         preset_name = args.preset
+    if args.weak and not args.iterations:  # twice what they had (rows that set their own keep it)
+        had = options.get("iterations") or prepare.run_options(options, preset_name).iterations
+        options["iterations"] = 2 * int(had)
+        args.force = True  # an output named in the manifest is replaced, not skipped
     args.feature_cache = args.feature_cache or report.get("feature_cache")
+    args.min_style_gain = args.min_style_gain or report.get("min_style_gain")
     args.strict = False
-    print(f"rerunning {len(failed)} failed pair(s): rows {', '.join(map(str, failed))}")
-    return run(report["manifest"], report["output"], options, preset_name, args, rows=failed)
+    print(f"rerunning {len(rows)} {kind} pair(s): rows {', '.join(map(str, rows))}")
+    return run(report["manifest"], report["output"], options, preset_name, args, rows=rows)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -53,6 +67,7 @@ def demo_command(args: argparse.Namespace) -> int:
     options = {"network": "vgg16-hed", "size": args.size, "iterations": args.iterations}
     args.feature_cache, args.force, args.strict = None, False, False
     args.concurrency, args.quiet, args.batch_size = None, False, None
+    args.dry_run, args.json, args.min_style_gain = False, False, None
     code = run(str(manifest), absolute(args.output), options, "default", args)
     if code != EXIT_USAGE:
         out = Path(args.output)
@@ -74,6 +89,8 @@ def run(
     """Run the flow with a progress bar over pairs; 0 all good, 1 some failed, 2 not started."""
     defaults = prepare.run_options(given, preset_name)  # bad options: exit 2 now
     parsed = precheck(manifest, defaults)
+    if getattr(args, "dry_run", False):
+        return dry_run(parsed, output, defaults, args, rows)
     count = len(parsed.only(rows).rows())
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
@@ -101,7 +118,7 @@ def run(
             report = _own_report(output, state)
             _catch_up(advance, seen, report)
     if finished:
-        return _summary(output, report)
+        return print_report(output, report, getattr(args, "json", False))
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         message = (
@@ -136,8 +153,27 @@ def flow_parameters(
         rows=rows,
         shards=getattr(args, "shards", None) or 1,
         preset=preset_name,
+        **({"min_style_gain": gain} if (gain := getattr(args, "min_style_gain", None)) else {}),
         **given,
     )
+
+
+def dry_run(
+    parsed: Manifest,
+    output: str,
+    defaults: StyleOptions,
+    args: argparse.Namespace,
+    rows: list[int] | None,
+) -> int:
+    """What the run would do, decided as the flow decides it (`prepare.plan`), writing nothing
+    and starting no Prefect server."""
+    manifest = parsed.only(rows)
+    networks = prepare.check_networks(manifest, defaults)
+    inputs = prepare.inputs(manifest)
+    with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
+        probes = dict(zip(inputs, pool.map(prepare.probe, inputs), strict=True))
+    plan = prepare.plan(manifest, probes, output, networks, args.force)
+    return print_plan(parsed.source, output, plan, getattr(args, "json", False))
 
 
 def precheck(manifest: str, defaults: StyleOptions) -> Manifest:
@@ -234,21 +270,3 @@ def _catch_up(advance, seen: set[int], report: dict) -> None:
         if pair["row"] not in seen:
             seen.add(pair["row"])
             advance(f"row {pair['row']}: {pair['status']}")
-
-
-def _summary(output: str, report: dict) -> int:
-    s = report["summary"]
-    computed = sum(f["cache"] == "computed" for f in report["style_features"])
-    reused = sum(f["cache"] == "reused" for f in report["style_features"])
-    print(
-        f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed; style features: "
-        f"{computed} computed, {reused} reused"
-    )
-    for pair in report["pairs"]:
-        if pair["status"] == "failed":
-            error = pair["error"].removeprefix(f"row {pair['row']}: ")
-            print(f"  row {pair['row']}: {error}")
-    print(f"report: {join(output, 'report.json')}")
-    if s["failed"]:
-        print(f"after fixing the inputs: stylebatch rerun {join(output, 'report.json')}")
-    return EXIT_FAILED if s["failed"] else EXIT_OK

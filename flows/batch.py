@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import devices, prepare, report, uri
+from flows import devices, events, prepare, report, uri
 from flows.artifacts import Progress
 from flows.featurecache import default_root
 from flows.model import Job
@@ -128,6 +128,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
         else:
             runnable.append(job)
     listeners = [*LISTENERS, Progress(len(outcomes) + len(runnable), run.output).advance]
+    events.batch_started(run.manifest, run.output, len(outcomes) + len(runnable))
     for outcome in outcomes:
         _notify(outcome.to_dict(), listeners)
     batch_size = run.batch_size or default_batch_size()
@@ -150,6 +151,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
         report.write_run_report(document, run.output)
     else:
         report.publish(document, manifest, run.output)
+        events.batch_finished(document)
     return report.ending(document, run.output, logger)
 
 

@@ -25,7 +25,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.settings import get_current_settings
 from prefect.states import Crashed, Pending, State
 
-from flows import outputs, prepare, report, storage, uri
+from flows import events, outputs, prepare, report, storage, uri
 from flows.featurecache import default_root
 from flows.model import Job, Manifest
 from flows.prepare import Run
@@ -83,6 +83,7 @@ def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
         _collect(shard, run, given, manifest, started)
     document = merge(run, given, parent, started, shards)
     report.publish(document, manifest, run.output)
+    events.batch_finished(document)
     return report.ending(document, run.output, logger)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -366,3 +367,38 @@ def test_dry_run_says_what_would_run_skip_and_fail_and_writes_nothing(batch, cap
     text = capsys.readouterr().out
     assert text.startswith("would run 0, skip 5, fail 1 (nothing written)")
     assert "row 5: fail: content" in text and text.count("skip (done)") == 5
+
+
+def test_a_batch_emits_started_finished_and_failed_pairs_events(batch):
+    """Read back through Prefect's API: the events carry the counts and the report's place."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    run_flow(batch)
+    resource = f"stylebatch.output.{batch['output']}"
+    wanted = EventFilter(
+        event=EventNameFilter(prefix=["stylebatch.batch."]),
+        resource=EventResourceFilter(id=[resource]),
+    )
+
+    def seen() -> dict:
+        with get_client(sync_client=True) as client:
+            return {e.event: e for e in client.read_events(filter=wanted, limit=50).events}
+
+    deadline = time.monotonic() + 60
+    while len(found := seen()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert set(found) == {  # 3 iterations: some done pairs are weak too
+        "stylebatch.batch.started",
+        "stylebatch.batch.finished",
+        "stylebatch.batch.failed-pairs",
+        "stylebatch.batch.weak-pairs",
+    }
+    weak = [p["row"] for p in read_report(batch)["pairs"] if p.get("weak")]
+    assert found["stylebatch.batch.weak-pairs"].payload["rows"] == weak and weak
+    assert found["stylebatch.batch.started"].payload["pairs"] == 6
+    finished = found["stylebatch.batch.finished"].payload
+    assert (finished["done"], finished["failed"], finished["skipped"]) == (5, 1, 0)
+    assert finished["weak"] == len(weak)
+    assert finished["report"] == str(Path(batch["output"]) / "report.json")
+    assert found["stylebatch.batch.failed-pairs"].payload["rows"] == [5]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 from conftest import noise_image
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.exceptions import ObjectNotFound
 from prefectserver import (
     ROOT,
@@ -196,3 +199,48 @@ def test_serve_registers_a_scheduled_deployment_and_runs_it(pool_server, tmp_pat
     finally:
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=30)
+
+
+def test_a_manifest_dropped_into_a_watched_folder_runs_on_the_adhoc_deployment(
+    pool_server, tmp_path, tiny_weights
+):
+    """`stylebatch watch` emits stylebatch.manifest.ready; prefect.yaml's trigger on `adhoc`
+    starts a run of that manifest, which a worker of the pool takes and finishes."""
+    folder = write_batch(tmp_path / "in", 2).parent
+    inbox, output = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    rows = "".join(
+        f"  - {{content: {folder}/c{i}.png, style: {folder}/s0.png}}\n" for i in range(2)
+    )
+    dropped = inbox / "drop.yaml"
+    dropped.write_text(
+        f"defaults: {{weights: {tiny_weights}, size: 32, iterations: 2}}\npairs:\n{rows}"
+    )
+    os.utime(dropped, (time.time() - 60, time.time() - 60))  # settled, not still being written
+    watch = [sys.executable, "-m", "flows.cli", "watch", str(inbox), "-o", str(output)]
+    done = subprocess.run(
+        [*watch, "--once", "--existing"],
+        env=pool_server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ready: {dropped} → {output / 'drop'}" in done.stdout
+
+    with pool_server.client() as client:
+        adhoc = client.read_deployment_by_name("stylize-batch/adhoc")
+
+        def started():
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[adhoc.id]))
+            )
+            return next((r for r in runs if r.parameters.get("manifest") == str(dropped)), None)
+
+        flow_run = until(started, 120, "the trigger's flow run of stylize-batch/adhoc")
+    assert flow_run.parameters["output"] == str(output / "drop")
+    final = wait_final(pool_server, flow_run.id, timeout=240)
+    assert final.state.is_completed(), final.state.message
+    assert read_report(output / "drop")["summary"] == {"done": 2, "skipped": 0, "failed": 0}
+    again = subprocess.run([*watch, "--once"], env=pool_server.env, capture_output=True, text=True)
+    assert again.returncode == 0 and "ready:" not in again.stdout  # already there: not announced

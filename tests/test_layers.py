@@ -25,6 +25,7 @@ LAYERS = {
     "flows.artifacts": 2,
     "flows.contactsheet": 2,
     "flows.devices": 2,
+    "flows.events": 2,
     "flows.manifest": 1,  # io
     "flows.storage": 1,
     "flows.model": 0,  # nouns and names, no I/O

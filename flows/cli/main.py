@@ -127,6 +127,17 @@ def _run_parsers(sub) -> None:
     serve.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
     add_run_flags(serve, served=True)
     add_option_flags(serve)
+    text = "emit stylebatch.manifest.ready for each new manifest in a folder or s3:// prefix"
+    watch = _command(sub, "watch", _lazy("flows.cli.watch", "watch_command"), text)
+    watch.add_argument("folder", help="a folder or s3:// prefix to poll for manifests")
+    watch.add_argument(
+        "-o", "--output", required=True, help="output root: each manifest runs into a folder of it"
+    )
+    watch.add_argument("--interval", type=float, default=10.0, help="seconds between polls")
+    watch.add_argument("--once", action="store_true", help="poll once, then exit")
+    watch.add_argument(
+        "--existing", action="store_true", help="announce the manifests already there too"
+    )
     text = "the README's main job: a small bundled batch with vgg16-hed"
     demo = _command(sub, "demo", _lazy("flows.cli.run", "demo_command"), text)
     demo.add_argument("-o", "--output", default="stylebatch-demo", help="default ./stylebatch-demo")

@@ -1,19 +1,36 @@
-"""The devices model work runs on: one task per GPU at a time, pinned; one on a CPU-only host."""
+"""The devices model work runs on: one task per GPU at a time, pinned; one on a CPU-only host.
+
+Within a process a queue hands out devices; across processes (several `stylebatch run`s, Dask
+workers, workers of a pool on one host) each device is also a Prefect global concurrency limit,
+`stylebatch-<host>-<device>`, created on first use with `per_device` slots, so the slots hold
+everywhere and show on the UI's Concurrency page. Without a Prefect API only the queue applies.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
+import re
+import socket
 import threading
 from collections.abc import Iterator
 
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 def available() -> list[str]:
     """Logical GPU names, or the CPU when there is none."""
     gpus = tf.config.list_logical_devices("GPU")
     return [d.name for d in gpus] or ["/device:CPU:0"]
+
+
+def limit_name(device: str, host: str | None = None) -> str:
+    """The global concurrency limit of a device of a host: 'stylebatch-gpu1-gpu-0'."""
+    where = f"{host or socket.gethostname()}-{device.rpartition('device:')[2]}"
+    return "stylebatch-" + re.sub(r"[^a-z0-9]+", "-", where.lower()).strip("-")
 
 
 class DevicePool:
@@ -29,13 +46,62 @@ class DevicePool:
 
     @contextlib.contextmanager
     def acquire(self) -> Iterator[str]:
-        """A free device for the duration of the block."""
+        """A free device for the duration of the block, and its slot across processes."""
         device = self._free.get()
         try:
-            with tf.device(device):
+            with _slot(limit_name(device), self.per_device), tf.device(device):
                 yield device
         finally:
             self._free.put(device)
+
+
+@contextlib.contextmanager
+def _slot(name: str, slots: int) -> Iterator[None]:
+    """One slot of the global concurrency limit `name` (made with `slots` if missing), or
+    nothing when no Prefect API answers."""
+    from prefect.concurrency.sync import concurrency
+
+    if not _ensure_limit(name, slots):
+        yield
+        return
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+_known: dict[tuple[str | None, str], int] = {}  # (API, limit) this process made sure of: slots
+_known_lock = threading.Lock()
+
+
+def _ensure_limit(name: str, slots: int) -> bool:
+    """Whether the limit exists with `slots` slots (made or resized now if needed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import get_current_settings
+
+    key = (get_current_settings().api.url, name)
+    with _known_lock:
+        if _known.get(key) == slots:
+            return True
+        try:
+            with get_client(sync_client=True) as client:
+                try:
+                    found = client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    limit = GlobalConcurrencyLimitCreate(name=name, limit=slots)
+                    client.create_global_concurrency_limit(limit)
+                else:
+                    if found.limit != slots:
+                        change = GlobalConcurrencyLimitUpdate(limit=slots)
+                        client.update_global_concurrency_limit(name, change)
+        except Exception as exc:  # no API (or it failed): this process's queue still holds
+            log.debug("no global concurrency limit %s: %s", name, exc)
+            return False
+        _known[key] = slots
+        return True
 
 
 _POOL: DevicePool | None = None

@@ -402,3 +402,29 @@ def test_a_batch_emits_started_finished_and_failed_pairs_events(batch):
     assert finished["weak"] == len(weak)
     assert finished["report"] == str(Path(batch["output"]) / "report.json")
     assert found["stylebatch.batch.failed-pairs"].payload["rows"] == [5]
+
+
+def test_device_slots_are_prefect_concurrency_limits_held_across_processes(batch):
+    """The run's device is a global concurrency limit (made on first use); while another holder
+    has its one slot, the run's model work waits; once released, the run finishes."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from flows import devices
+
+    name = devices.limit_name(devices.available()[0])
+    run_flow(batch, rows=[2])
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert (limit.limit, limit.active_slots) == (1, 0)
+
+    finished = threading.Event()
+    with concurrency(name, occupy=1, strict=True):  # as another process's pair would
+        worker = threading.Thread(target=lambda: (run_flow(batch, rows=[3]), finished.set()))
+        worker.start()
+        time.sleep(8)
+        assert not finished.is_set() and not list(Path(batch["output"]).glob("b__*.png"))
+    worker.join(timeout=120)
+    assert finished.is_set() and len(list(Path(batch["output"]).glob("b__*.png"))) == 1

@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup browser
 
 # The environment, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,5 +22,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The UI tests look at the Prefect UI in a real headless browser: Debian's chromium and its driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && \
+		  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: lint browser
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest

@@ -138,8 +138,9 @@ class Worker:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, timeout: float = 180) -> Iterator[Server]:
-    """`prefect server start` on 127.0.0.1 with SQLite under `home`; stops it and its workers."""
+def prefect_server(home: Path, timeout: float = 180, ui: bool = False) -> Iterator[Server]:
+    """`prefect server start` on 127.0.0.1 with SQLite under `home` (with its UI when `ui`);
+    stops it and its workers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = home / "server.log"
@@ -147,7 +148,7 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[Server]:
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
         command,
-        env=api_env(url, home) | SERVER_SETTINGS,
+        env=api_env(url, home) | SERVER_SETTINGS | (_ui_settings(url) if ui else {}),
         cwd=home,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -165,6 +166,11 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[Server]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             Worker("server", process, log).kill()
+
+
+def _ui_settings(url: str) -> dict[str, str]:
+    """The UI on, talking to this server's API (it assumes port 4200 otherwise)."""
+    return {"PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": url}
 
 
 def api_env(url: str, home: Path) -> dict[str, str]:

@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     from stylecore.errors import NumericalError, StyleError  # after parsing: --help stays fast
 
     try:
+        if getattr(args, "starts_server", False) and not getattr(args, "dry_run", False):
+            from flows.cli import server
+
+            server.start_early()  # it boots while the command loads TensorFlow and the weights
         return args.command(args)
     except NumericalError as exc:
         print(f"stylebatch: error: {exc}", file=sys.stderr)
@@ -116,11 +120,13 @@ def _run_parsers(sub) -> None:
     run.add_argument("-o", "--output", required=True, help="output root (directory or s3:// URI)")
     add_run_flags(run)
     add_option_flags(run)
+    run.set_defaults(starts_server=True)
     text = "rerun only the failed pairs of a report"
     rerun = _command(sub, "rerun", _lazy("flows.cli.run", "rerun_command"), text)
     rerun.add_argument("report", help="a report.json written by `stylebatch run`")
     add_run_flags(rerun, rerun=True)
     add_option_flags(rerun)
+    rerun.set_defaults(starts_server=True)
     text = "serve the batch flow from this process, on a schedule (needs a Prefect server)"
     serve = _command(sub, "serve", _lazy("flows.cli.serve", "serve_command"), text)
     serve.add_argument("manifest", help="CSV, JSONL or YAML manifest (path or s3:// URI)")
@@ -143,6 +149,7 @@ def _run_parsers(sub) -> None:
     demo.add_argument("-o", "--output", default="stylebatch-demo", help="default ./stylebatch-demo")
     demo.add_argument("--size", type=int, default=192, help="longest side (default 192)")
     demo.add_argument("--iterations", type=int, default=150, help="default 150")
+    demo.set_defaults(starts_server=True)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from flows import prepare, storage
-from flows.cli import EXIT_OK, EXIT_USAGE
+from flows.cli import EXIT_OK, EXIT_USAGE, server
 from flows.cli.flags import given_options
 from flows.cli.progress import pair_bar
 from flows.cli.summary import print_plan, print_report
@@ -92,14 +91,11 @@ def run(
     if getattr(args, "dry_run", False):
         return dry_run(parsed, output, defaults, args, rows)
     count = len(parsed.only(rows).rows())
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The terminal gets warnings and the progress bar; every log line still reaches the API/UI.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    # A temporary server on a loaded 2-core machine can take over Prefect's default 20 s to start.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    server.settings()
     from flows.batch import LISTENERS  # Prefect loads only now, after the settings above
     from flows.report import PAIRS_FAILED
 
+    server.ready()
     check_api()
     storage.check_writable(join(output, "report.json"))  # a read-only root: exit 2 now
 

@@ -23,3 +23,9 @@ class OptionsError(StyleError, ValueError):
 
 class NumericalError(StyleError):
     """The optimization diverged: a loss became NaN or infinite."""
+
+
+def cause(exc: BaseException) -> str:
+    """A library's exception as a clause for a one-line message: its type and first line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

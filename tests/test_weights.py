@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -321,19 +323,42 @@ def test_hed_to_matconvnet_round_trip(tmp_path):
 # --- The cache -------------------------------------------------------------------------------
 
 
+def index_entry(cache: Path, path: Path) -> dict:
+    """What the digest index remembers about a file."""
+    index = json.loads((cache / "weights" / "index.json").read_text())
+    return index[os.path.realpath(path)]
+
+
+def hashed(path: Path) -> dict:
+    """The index entry a fresh hash of the file's current bytes would make."""
+    data, stat = path.read_bytes(), path.stat()
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
+
+
 def test_second_load_reads_the_cache_without_rehashing(tmp_path, cache, caplog):
     path = write_matconvnet(tmp_path / "c.mat", tiny_vgg(), "beta16")
     caplog.set_level(logging.INFO, logger="stylecore.weights")
-    hashes = weights.hash_count
     first = load_weights(str(path))
-    assert weights.hash_count == hashes + 1
+    assert index_entry(cache, path) == hashed(path)  # hashed, and remembered by size and mtime
+    assert first.checksum == "sha256:" + hashed(path)["sha256"]
     assert "converting" in caplog.text
     sha = first.checksum.removeprefix("sha256:")
     assert (cache / "weights" / f"{sha}.npz").is_file()
     assert (cache / "weights" / f"{sha}.json").is_file()
+    # Other bytes behind the same header, size and mtime: a load that read the file again would
+    # get another checksum, miss the cache and convert (or fail on) the altered .mat.
+    data, stat = bytearray(path.read_bytes()), path.stat()
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     caplog.clear()
     second = load_weights(str(path))
-    assert weights.hash_count == hashes + 1  # the index answered: the file was not read again
+    assert second.checksum == first.checksum  # the index answered: the file was not read again
     assert "converting" not in caplog.text  # and the npz was used, not the .mat
     assert second.layer_names == first.layer_names and second.checksum == first.checksum
     np.testing.assert_array_equal(second.mean_rgb, first.mean_rgb)
@@ -341,17 +366,16 @@ def test_second_load_reads_the_cache_without_rehashing(tmp_path, cache, caplog):
     assert second.classes == first.classes and second.layout == first.layout
 
 
-def test_a_changed_file_is_hashed_and_converted_again(tmp_path, caplog):
+def test_a_changed_file_is_hashed_and_converted_again(tmp_path, cache, caplog):
     path = write_matconvnet(tmp_path / "c.mat", tiny_vgg(seed=0), "beta16")
     first = load_weights(str(path))
     write_matconvnet(path, tiny_vgg(seed=1), "beta16")
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     caplog.set_level(logging.INFO, logger="stylecore.weights")
-    hashes = weights.hash_count
     second = load_weights(str(path))
-    assert weights.hash_count == hashes + 1 and "converting" in caplog.text
-    assert second.checksum != first.checksum
+    assert index_entry(cache, path) == hashed(path) and "converting" in caplog.text
+    assert second.checksum == "sha256:" + hashed(path)["sha256"] != first.checksum
     assert not np.array_equal(second.layers[0].kernel, first.layers[0].kernel)
 
 

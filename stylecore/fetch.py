@@ -19,12 +19,10 @@ log = logging.getLogger("stylecore.fetch")
 
 VGG19_FILENAME = "imagenet-vgg-verydeep-19.mat"
 # MatConvNet's current VGG19 (meta.normalization layout). Its own checksum table lists this MD5 for
-# models/imagenet-vgg-verydeep-19.mat; the older models/beta16/ copy (top-level normalization) is
-# the file that READMEs of 2016 list with MD5 8ee3263992981a1d26e73b3ca028a123.
+# models/imagenet-vgg-verydeep-19.mat; the older models/beta16/ copy (top-level normalization)
+# loads too, and stylecore.weights.cache.KNOWN_RELEASES names both.
 VGG19_URL = "http://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat"
 VGG19_MD5 = "106118b7cf60435e6d8e04f6a6dc3657"
-VGG19_BETA16_URL = "http://www.vlfeat.org/matconvnet/models/beta16/imagenet-vgg-verydeep-19.mat"
-VGG19_BETA16_MD5 = "8ee3263992981a1d26e73b3ca028a123"
 
 CHUNK = 1 << 16
 TIMEOUT_S = 60

@@ -1,11 +1,11 @@
-"""Image bytes in and out: decode, orientation, channels, resizing, colour preservation.
+"""Image bytes in and out: decode, orientation, channels, resizing, encode.
 
 The only place in the core that decodes or encodes image bytes. Pillow reads the header first
 (format, size, frames) so the pixel limit is enforced before a single pixel is decoded; imageio's
 pillow plugin then decodes the first frame. TIFFs deeper than 8 bits, which Pillow truncates to
 8 bits or cannot open at all, go through tifffile. EXIF orientation is applied here, not by
 imageio: its `rotate=True` flips palette images along the channel axis for the mirrored
-orientations (2, 4, 5, 7).
+orientations (2, 4, 5, 7). The messages for refused files are worded in stylecore.imagefaults.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import skimage.transform
 import tifffile
 from PIL import Image
 
+from stylecore import imagefaults
 from stylecore.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # a 100-megapixel photo is generous; classic bombs are 10⁹+
@@ -33,25 +34,6 @@ WHITE = (255.0, 255.0, 255.0)
 # Pillow's JPEG opener also returns MPO, a phone JPEG carrying extra images.
 _PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP")
 _LABELS = {"MPO": "JPEG", "WEBP": "WebP"}
-_SUPPORTED = frozenset({"PNG", "JPEG", "GIF", "WebP", "TIFF", "BMP"})
-_SIGNATURES = (  # (offset, magic, format): to name what a file is when no decoder accepts it
-    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
-    (0, b"\xff\xd8\xff", "JPEG"),
-    (0, b"GIF8", "GIF"),
-    (8, b"WEBP", "WebP"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-    (0, b"BM", "BMP"),
-    (4, b"ftypavi", "AVIF"),
-    (4, b"ftyphe", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-    (4, b"jP  ", "JPEG 2000"),
-    (0, b"\xff\x0a", "JPEG XL"),
-    (4, b"JXL ", "JPEG XL"),
-    (0, b"8BPS", "Photoshop"),
-    (0, b"%!PS", "PostScript"),
-    (0, b"%PDF", "PDF"),
-)
 # Stored orientation → upright, on (H, W, …) arrays; the EXIF 2.3 table, checked against
 # PIL.ImageOps.exif_transpose in the tests.
 _ORIENT = {
@@ -65,11 +47,6 @@ _ORIENT = {
 }
 _TURNS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "transposed"}
 _TURNS |= {6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° counter-clockwise"}
-# BT.601 full-range YCbCr with chroma centred on 0: rows give Y, Cb, Cr from RGB.
-_YCBCR = np.array(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-    dtype=np.float64,
-)
 _WRITERS = {".png": {}, ".jpg": {"quality": 95}, ".jpeg": {"quality": 95}}
 _WRITERS |= {".webp": {"quality": 95}}
 _WRITERS |= dict.fromkeys((".tif", ".tiff"), {"compression": "tiff_deflate"})
@@ -199,18 +176,6 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resized.astype(np.float32, copy=False)
 
 
-def preserve_colors(content_rgb: np.ndarray, styled_rgb: np.ndarray) -> np.ndarray:
-    """The styled image's luminance with the content's chroma (BT.601 YCbCr), clipped to 0…255."""
-    if content_rgb.shape != styled_rgb.shape:
-        raise ValueError(
-            f"preserve_colors needs equal shapes, got {content_rgb.shape} and {styled_rgb.shape}"
-        )
-    luma = styled_rgb.astype(np.float64) @ _YCBCR[0]
-    chroma = content_rgb.astype(np.float64) @ _YCBCR[1:].T
-    ycbcr = np.concatenate([luma[..., None], chroma], axis=-1)
-    return np.clip(ycbcr @ np.linalg.inv(_YCBCR).T, 0, 255).astype(np.float32)
-
-
 # ---- reading ----------------------------------------------------------------------------------
 
 
@@ -218,17 +183,19 @@ def _read(data: bytes, name: str, max_pixels: int) -> _Frame:
     """The first frame, refusing oversized images from the header before decoding."""
     try:
         with _quiet_bomb_warnings(), Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as im:
-            _check_pixels(name, im.width, im.height, max_pixels)
+            imagefaults.check_pixels(name, im.width, im.height, max_pixels)
             frames = getattr(im, "n_frames", 1)
             header = _Header(im.format, im.mode, frames, "transparency" in im.info, _bits(im, data))
     except Image.DecompressionBombError:
-        raise ImageError(_bomb_message(name, data, max_pixels)) from None
+        raise ImageError(
+            imagefaults.bomb_message(name, data, max_pixels, _PILLOW_FORMATS)
+        ) from None
     except ImageError:
         raise
     except Exception as exc:  # UnidentifiedImageError, or a header Pillow cannot parse
-        if _sniff(data) == "TIFF":
+        if imagefaults.sniff(data) == "TIFF":
             return _read_tiff(data, name, max_pixels)
-        raise ImageError(_unreadable(name, data)) from exc
+        raise ImageError(imagefaults.unreadable(name, data)) from exc
     if header.format == "TIFF" and header.bits > 8:
         # Pillow keeps 8 of 16 bits and garbles planar 16-bit RGB; tifffile reads them exactly.
         return _read_tiff(data, name, max_pixels)
@@ -244,7 +211,7 @@ def _decode_pillow(data: bytes, name: str, header: _Header) -> _Frame:
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to decode this {label}") from None
     except Exception as exc:
-        raise ImageError(_corrupt(name, label, exc)) from exc
+        raise ImageError(imagefaults.corrupt(name, label, exc)) from exc
     cmyk = header.mode == "CMYK"
     notes = ("CMYK converted to RGB (no colour profile applied)",) if cmyk else ()
     return _Frame(pixels, label, header.frames, orientation, header.bits, notes)
@@ -255,7 +222,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> _Frame:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
-            _check_pixels(name, page.imagewidth, page.imagelength, max_pixels)
+            imagefaults.check_pixels(name, page.imagewidth, page.imagelength, max_pixels)
             _check_tiff_layout(name, page)
             pixels = page.asarray()
             if page.axes.startswith("S"):  # planar: one plane per sample
@@ -265,7 +232,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> _Frame:
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(_corrupt(name, "TIFF", exc)) from exc
+        raise ImageError(imagefaults.corrupt(name, "TIFF", exc)) from exc
     return frame
 
 
@@ -287,35 +254,6 @@ def _quiet_bomb_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         yield
-
-
-def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
-    if width * height == 0:
-        raise ImageError(f"{name}: zero-sized image ({width}×{height} pixels)")
-    if width * height > max_pixels:
-        raise ImageError(_too_large(name, width, height, max_pixels))
-
-
-def _too_large(name: str, width: int, height: int, limit: float) -> str:
-    return (
-        f"{name}: {width}×{height} pixels is over the limit of {limit / 1e6:g} megapixels "
-        "(a decompression bomb?)"
-    )
-
-
-def _bomb_message(name: str, data: bytes, max_pixels: int) -> str:
-    """The message for a file Image.open refused as over Pillow's own hard limit."""
-    # Image.open checks the size inside its format loop; the format classes only parse the header,
-    # so one of them can still tell us the size for the message.
-    pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-    for fmt in _PILLOW_FORMATS:
-        factory, accept = Image.OPEN.get(fmt, (None, None))
-        if factory is None or (accept is not None and not accept(data[:16])):
-            continue
-        with contextlib.suppress(Exception):
-            width, height = factory(io.BytesIO(data), "").size
-            return _too_large(name, width, height, min(max_pixels, pillow_limit))
-    return f"{name}: over {pillow_limit / 1e6:g} megapixels (a decompression bomb?)"
 
 
 def _bits(im: Image.Image, data: bytes) -> int:
@@ -347,33 +285,6 @@ def _orientation(file: Any) -> object:
     with contextlib.suppress(Exception):
         return file.metadata(index=0, exclude_applied=False).get("Orientation", 1)
     return None
-
-
-def _sniff(data: bytes) -> str | None:
-    """The format a file's first bytes announce, or None."""
-    for offset, magic, fmt in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            return fmt
-    return "SVG" if b"<svg" in data[:1024].lower() else None
-
-
-def _unreadable(name: str, data: bytes) -> str:
-    fmt = _sniff(data)
-    if fmt is None:
-        text = data.lstrip()[:24].decode("latin-1")
-        shown = "".join(c if c.isprintable() else "." for c in text)
-        return f"{name}: not an image (starts with {shown!r})"
-    if fmt in _SUPPORTED:
-        return f"{name}: corrupt or truncated {fmt} (cannot open it)"
-    return f"{name}: unsupported format ({fmt}); use PNG, JPEG, WebP, TIFF, GIF or BMP"
-
-
-def _corrupt(name: str, label: str, exc: BaseException) -> str:
-    if "truncated" in str(exc):
-        return f"{name}: truncated {label} (the file ends before its image data does)"
-    text = " ".join(str(exc).split())[:120]
-    cause = text if sum(c.isalpha() for c in text) > 3 else "cannot decode it"  # not just "0"
-    return f"{name}: corrupt {label} ({cause})"
 
 
 # ---- converting -------------------------------------------------------------------------------
@@ -453,7 +364,6 @@ __all__ = [
     "encode",
     "encode_png",
     "fit_shape",
-    "preserve_colors",
     "read_path",
     "resize",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from stylecore import images
+from stylecore import colour, images
 from stylecore.errors import OptionsError
 from stylecore.losses import content_loss, gram, layer_weights, style_loss, tv_loss
 from stylecore.netspec import NetworkWeights
@@ -367,6 +367,6 @@ def finish(
 ):
     """Final pixels: colours preserved if asked, uint8, and the alpha at the output size."""
     if options.preserve_colors:
-        out = images.preserve_colors(content_rgb, out)
+        out = colour.preserve_colors(content_rgb, out)
     alpha = None if content.alpha is None else images.resize(content.alpha, out.shape[:2])
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), alpha

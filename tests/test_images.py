@@ -17,6 +17,7 @@ import skimage.transform
 import tifffile
 from PIL import Image, ImageOps
 
+from stylecore.colour import preserve_colors
 from stylecore.errors import ImageError
 from stylecore.images import (
     Picture,
@@ -26,7 +27,6 @@ from stylecore.images import (
     encode,
     encode_png,
     fit_shape,
-    preserve_colors,
     read_path,
     resize,
 )

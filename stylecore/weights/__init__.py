@@ -33,7 +33,6 @@ from stylecore.weights.matconvnet import read_matconvnet
 __all__ = [
     "UnknownReleaseWarning",
     "describe",
-    "file_digest",
     "hed_weights_path",
     "load_weights",
     "min_side",
@@ -192,14 +191,6 @@ def _sniff(path: Path) -> str:
             raise WeightsError(f"{path}: {what}, not a MATLAB .mat or HDF5 .h5 file")
     shown = head[:24].decode("latin-1").encode("unicode_escape").decode()
     raise WeightsError(f"{path}: not a MATLAB .mat or HDF5 .h5 file (it starts with '{shown}')")
-
-
-def file_digest(path: Path) -> tuple[str, str]:
-    """(sha256, md5) of the file's bytes, read from the index when the file is unchanged."""
-    sha256, md5, hashed = digest(path)
-    if hashed:
-        _warn_unknown(path, md5)
-    return sha256, md5
 
 
 def _warn_unknown(path: Path, md5: str) -> None:

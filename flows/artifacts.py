@@ -107,15 +107,24 @@ def summary_markdown(report: dict[str, Any], presign_seconds: int = PRESIGN_SECO
         if p.get("weak")
     ]
     done = [p for p in report["pairs"] if p["status"] == "done"]
-    lines += [
-        "",
-        *(f"![row {p['row']}]({_image(p['output'], presign_seconds)})" for p in done[:SHOWN]),
-    ]
+    if done:
+        lines += ["", "| row | pair | output | style ratio |", "| --- | --- | --- | --- |"]
+        lines += [_image_row(p, presign_seconds) for p in done[:SHOWN]]
     if len(done) > SHOWN:
         lines.append(f"\n… and {len(done) - SHOWN} more done pairs.")
     sheet, whole = uri.join(output, "contact-sheet.png"), uri.join(output, "report.json")
     lines += ["", f"Contact sheet: `{sheet}` · report: `{whole}`"]
     return "\n".join(lines)
+
+
+def _image_row(pair: dict[str, Any], presign_seconds: int) -> str:
+    """A summary table's row: the pair's names, its output as an image, its style score."""
+    styles = [uri.name(uri.split_weight(s)[0]) for s in pair["style"].split(";") if s]
+    names = f"{uri.name(pair['content'])} × {' + '.join(styles)}".replace("|", "\\|")
+    ratio = (pair.get("quality") or {}).get("style_ratio")
+    score = "" if ratio is None else f"{ratio:.3g}" + (" (weak)" if pair.get("weak") else "")
+    image = f"![row {pair['row']}]({_image(pair['output'], presign_seconds)})"
+    return f"| {pair['row']} | {names} | {image} | {score} |"
 
 
 def thumbnail_uri(where: str) -> str:

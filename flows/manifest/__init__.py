@@ -18,26 +18,33 @@ A YAML manifest is a list of rows, or a mapping of ``defaults``, ``pairs`` and `
         tv_weight: 10                         # options for this block's pairs
 
 Top-level ``contents:`` and ``styles:`` are shorthand for one more ``cross`` block.
-read.py turns text into entries, validate.py entries into pairs or row errors, write.py rows back
-into a manifest (failed.csv).
+read.py (CSV, JSON Lines) and yaml_rows.py turn text into entries, validate.py entries into pairs
+or row errors, write.py rows back into a manifest (failed.csv). Hostile manifests stay bounded:
+at most MAX_ROWS rows (a cross block past it is that block's row error), YAML aliases expanding
+past MAX_ALIAS_NODES refuse the manifest, and an overlong field or a NUL is its row's error.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from flows import storage
-from flows.manifest.read import Glob as Glob
-from flows.manifest.read import ManifestError, entries, format_of, one_line
+from flows.manifest import read, yaml_rows
+from flows.manifest.read import MAX_ROWS, Entry, ManifestError, format_of, one_line
 from flows.manifest.validate import context, validate
 from flows.manifest.write import error_row, failed_rows_csv, pair_row
+from flows.manifest.yaml_rows import MAX_ALIAS_NODES
+from flows.manifest.yaml_rows import Glob as Glob
 from flows.model import Manifest
 from flows.uri import base_of, resolve
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions
 
 __all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_ROWS",
     "Manifest",
     "ManifestError",
     "error_row",
@@ -81,9 +88,19 @@ def parse_manifest(
         base = base_of(source)
     except ValueError as exc:
         raise ManifestError(f"{source}: {exc}") from exc
-    rows, yaml_defaults = entries(text, kind, source, base, glob)
+    text = text.removeprefix("\ufeff")  # Excel and Notepad write a BOM
+    rows, yaml_defaults = _entries(text, kind, source, base, glob)
     ctx = context(base, yaml_defaults, defaults, source)
     if not rows:
         raise ManifestError(f"{source}: the manifest has no rows")
     pairs, errors = validate(rows, ctx)
     return Manifest(source, tuple(pairs), tuple(errors), base, ctx.defaults)
+
+
+def _entries(
+    text: str, kind: str, source: str, base: str, glob: Glob
+) -> tuple[list[Entry], dict[str, Any]]:
+    """The manifest's rows as entries, and its YAML `defaults:` as written."""
+    if kind == "yaml":
+        return yaml_rows.entries(text, source, base, glob)
+    return read.entries(text, kind, source), {}

@@ -1,24 +1,23 @@
-"""Reading a manifest's text into entries: CSV (or TSV), JSON Lines or YAML, before validation.
+"""Reading a manifest's text into entries: CSV (or TSV) and JSON Lines here, YAML in yaml_rows.py.
 
 An entry is a row as written (`raw`), or the problem that kept it from being read; validate.py
-turns entries into pairs or row errors. YAML's `cross:` blocks expand their globs here, so each
-pair of a cross block is an entry of its own.
+turns entries into pairs or row errors. Hostile text is bounded while it is read: at most
+MAX_ROWS entries; CSV fields up to CSV_FIELD_LIMIT are read, so that a long one is its own row's
+error (validate.py) and not the manifest's; a JSON or YAML value too large or deep to be a field
+is its row's error, kept as a short stand-in that is safe to print.
 """
 
 from __future__ import annotations
 
 import csv
-import glob as globbing
 import io
 import json
 import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from flows.uri import resolve, short
+from flows.uri import short
 from stylecore.errors import StyleError
 from stylecore.options import option_names, suggest
 
@@ -32,8 +31,17 @@ _FORMATS = {
     "yaml": "yaml",
     "yml": "yaml",
 }
-_YAML_KEYS = ("defaults", "pairs", "cross", "contents", "styles")
-Glob = Callable[[str], list[str]]  # a pattern to its matches, sorted
+# Four PATH_MAX-long paths (a blended style cell); an option is far shorter. Longer is a pasted
+# file or an attack, refused before it is resolved or quoted in a message.
+MAX_FIELD_CHARS = 16_384
+MAX_FIELD_DEPTH = 3  # a style list of {path, weight} is 2 deep
+_CONTAINERS = (dict, list, tuple, set)  # YAML's !!omap and !!pairs are lists of tuples
+# 100,000 pairs is weeks of GPU time at seconds a pair, yet validates in seconds; beyond it is
+# a runaway glob or cross product, refused before its entries are built.
+MAX_ROWS = 100_000
+# csv's default field limit (128 KiB) fails the whole manifest; up to this, a long field is read
+# and refused as its row's error (MAX_FIELD_CHARS). csv's limit is global: only ever raised.
+CSV_FIELD_LIMIT = 16 * 2**20
 
 
 class ManifestError(StyleError):
@@ -71,16 +79,23 @@ def format_of(source: str, fmt: str | None) -> str:
     return _FORMATS[name]
 
 
-def entries(
-    text: str, kind: str, source: str, base: str, glob: Glob
-) -> tuple[list[Entry], dict[str, Any]]:
-    """The rows of a manifest's text as entries, and its YAML `defaults:` as written."""
-    text = text.removeprefix("\ufeff")  # Excel and Notepad write a BOM
-    if kind == "yaml":
-        return _yaml_entries(_yaml_document(text, source), source, base, glob)
+def entries(text: str, kind: str, source: str) -> list[Entry]:
+    """The rows of a CSV, TSV or JSON Lines manifest's text (its BOM removed) as entries."""
     if kind == "jsonl":
-        return _jsonl_entries(text), {}
-    return _csv_entries(text, "\t" if kind == "tsv" else _sniff(text), source), {}
+        return _jsonl_entries(text, source)
+    return _csv_entries(text, "\t" if kind == "tsv" else _sniff(text), source)
+
+
+def too_many(source: str) -> ManifestError:
+    """The manifest's error for more than MAX_ROWS rows."""
+    return ManifestError(f"{source}: more than {MAX_ROWS:,} rows; split it into several manifests")
+
+
+def value_problem(exc: ValueError | RecursionError) -> str:
+    """Why Python refused to build a value (a 5000-digit number, [[[… past the stack), briefly."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return one_line(exc).partition("; use sys.set_int_max_str_digits")[0]
 
 
 def one_line(exc: BaseException) -> str:
@@ -111,6 +126,8 @@ def _sniff(text: str) -> str:
 
 
 def _csv_entries(text: str, delimiter: str, source: str) -> list[Entry]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         columns = _csv_header(reader, source)
@@ -119,7 +136,9 @@ def _csv_entries(text: str, delimiter: str, source: str) -> list[Entry]:
             row, start = start, reader.line_num + 1  # a quoted cell may span lines
             if any(c.strip() for c in cells):
                 entries.append(_csv_entry(row, columns, cells))
-    except csv.Error as exc:
+            if len(entries) > MAX_ROWS:
+                raise too_many(source)
+    except csv.Error as exc:  # e.g. "field larger than field limit (16777216)"
         raise ManifestError(f"{source}: line {reader.line_num}: {exc}") from exc
     return entries
 
@@ -134,6 +153,10 @@ def _csv_header(reader: Iterable[list[str]], source: str) -> list[str]:
 
 
 def _check_header(columns: list[str], source: str) -> None:
+    if any("\0" in c for c in columns):  # UTF-16 read as UTF-8: a NUL after every letter
+        raise ManifestError(
+            f"{source}: the header contains NUL characters; is the file UTF-16? Save it as UTF-8"
+        )
     if columns and not set(columns) & set(KNOWN_FIELDS):
         raise ManifestError(
             f"{source}: the first line must name the columns (content, style, output, options…); "
@@ -161,14 +184,16 @@ def _csv_entry(row: int, columns: list[str], cells: list[str]) -> Entry:
     return Entry(row, raw)
 
 
-# --- JSON Lines and YAML ---------------------------------------------------------------------
+# --- JSON Lines, and rows shared with YAML ---------------------------------------------------------------------
 
 
-def _jsonl_entries(text: str) -> list[Entry]:
+def _jsonl_entries(text: str, source: str) -> list[Entry]:
     entries = []
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 is valid JSON
         if line.strip():
             entries.append(_json_entry(number, line))
+        if len(entries) > MAX_ROWS:
+            raise too_many(source)
     return entries
 
 
@@ -179,7 +204,9 @@ def _json_entry(row: int, line: str) -> Entry:
         return Entry(row, {}, RowInvalid(None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
     except RowInvalid as exc:
         return Entry(row, {}, exc)
-    return _mapping_entry(row, value, "a JSON object")
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number; [[[… nested past the stack
+        return Entry(row, {}, RowInvalid(None, f"not valid JSON: {value_problem(exc)}"))
+    return mapping_entry(row, value, "a JSON object")
 
 
 def _unique_keys(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -191,97 +218,33 @@ def _unique_keys(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _mapping_entry(row: int, value: Any, expected: str) -> Entry:
+def mapping_entry(row: int, value: Any, expected: str) -> Entry:
+    """A JSON or YAML row: its fields, or the problem that it is not a mapping, or that a value
+    is too large or deep to be a field (that value kept as a short stand-in, safe to print)."""
     if not isinstance(value, dict):
         return Entry(row, {}, RowInvalid(None, f"expected {expected}, got {kind_of(value)}"))
-    return Entry(row, {str(k): v for k, v in value.items()})
+    raw, problem = {}, None
+    for key, item in value.items():
+        raw[str(key)] = item
+        if why := too_large(item):
+            raw[str(key)], problem = f"<{why}>", problem or bad(str(key), why)
+    return Entry(row, raw, problem)
 
 
-def _yaml_document(text: str, source: str) -> Any:
-    try:
-        doc = yaml.safe_load(text)  # safe_load: a manifest never builds Python objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        cause = getattr(exc, "problem", None) or exc
-        raise ManifestError(f"{source}: not valid YAML{where}: {one_line(cause)}") from exc
-    if doc is not None and not isinstance(doc, list | dict):
-        raise ManifestError(f"{source}: expected a list of rows or a mapping, got {kind_of(doc)}")
-    return doc
+def too_large(value: Any) -> str | None:
+    """What makes a list or mapping too large or deep to be a field, or None.
 
-
-def _yaml_defaults(doc: dict[Any, Any], source: str) -> dict[str, Any]:
-    for key in doc:
-        if key not in _YAML_KEYS:
-            hint = suggest(str(key), _YAML_KEYS)
-            raise ManifestError(f"{source}: unknown top-level key '{key}'{hint}")
-    values = doc.get("defaults") or {}
-    if not isinstance(values, dict):
-        raise ManifestError(f"{source}: defaults: expected a mapping of options")
-    return {str(k): v for k, v in values.items()}
-
-
-def _yaml_entries(doc: Any, source: str, base: str, glob: Glob) -> tuple[list[Entry], dict]:
-    """The rows of a YAML document, and its `defaults:`."""
-    if not isinstance(doc, dict):
-        return _list_entries(doc or [], source, "rows"), {}
-    defaults = _yaml_defaults(doc, source)
-    entries = _list_entries(doc.get("pairs") or [], source, "pairs")
-    blocks = doc.get("cross") or []
-    blocks = [blocks] if isinstance(blocks, dict) else blocks
-    if not isinstance(blocks, list):
-        raise ManifestError(f"{source}: cross: expected a list of blocks")
-    if "contents" in doc or "styles" in doc:
-        blocks = [*blocks, {"contents": doc.get("contents"), "styles": doc.get("styles")}]
-    for block in blocks:
-        entries += _cross_entries(block, len(entries) + 1, source, base, glob)
-    return entries, defaults
-
-
-def _list_entries(items: Any, source: str, name: str) -> list[Entry]:
-    if not isinstance(items, list):
-        raise ManifestError(f"{source}: {name}: expected a list of rows, got {kind_of(items)}")
-    return [_mapping_entry(n, item, "a mapping of fields") for n, item in enumerate(items, 1)]
-
-
-def _cross_entries(block: Any, first: int, source: str, base: str, glob: Glob) -> list[Entry]:
-    if not isinstance(block, dict):
-        raise ManifestError(
-            f"{source}: cross: each block is a mapping of contents, styles, options"
-        )
-    if "output" in block:
-        raise ManifestError(
-            f"{source}: cross: a block cannot set 'output' (each pair needs its own)"
-        )
-    options = {str(k): v for k, v in block.items() if k not in ("contents", "styles")}
-    found: dict[str, list[str]] = {}
-    problems: list[RowInvalid] = []
-    for key in ("contents", "styles"):
-        try:
-            found[key] = _expand(block.get(key), key, base, glob)
-        except RowInvalid as exc:
-            problems.append(exc)
-    if problems:  # each failed pattern takes a row number so its message can name one
-        return [Entry(first + i, {}, p) for i, p in enumerate(problems)]
-    rows = [
-        {"content": c, "style": s, **options} for c in found["contents"] for s in found["styles"]
-    ]
-    return [Entry(first + i, raw) for i, raw in enumerate(rows)]
-
-
-def _expand(patterns: Any, key: str, base: str, glob: Glob) -> list[str]:
-    """Paths and glob matches (resolved against `base`), without repeats; a dud glob is an error."""
-    patterns = [patterns] if isinstance(patterns, str) else patterns
-    if not isinstance(patterns, list) or not patterns or any(type(p) is not str for p in patterns):
-        raise bad(key, "expected a list of paths or globs")
-    found: list[str] = []
-    for pattern in patterns:
-        try:
-            resolved = resolve(pattern, base)
-        except ValueError as exc:
-            raise bad(key, str(exc)) from exc
-        matches = glob(resolved) if globbing.has_magic(pattern) else [resolved]
-        if not matches:
-            raise bad(key, f"{pattern!r} matches nothing")
-        found += [m for m in matches if m not in found]  # overlapping globs are not duplicates
-    return found
+    Iterative and stopping early: the value may nest a thousand deep (repr would fail) or share
+    aliased parts YAML expands to a million nodes.
+    """
+    size, todo = 0, [(value, 1)] if isinstance(value, _CONTAINERS) else []
+    while todo:
+        item, depth = todo.pop()
+        if depth > MAX_FIELD_DEPTH:
+            return f"{kind_of(value)} nested more than {MAX_FIELD_DEPTH} deep"
+        parts = [*item, *item.values()] if isinstance(item, dict) else item
+        size += len(parts) + sum(len(p) for p in parts if isinstance(p, str))
+        if size > MAX_FIELD_CHARS:
+            return f"{kind_of(value)} of more than {MAX_FIELD_CHARS:,} characters"
+        todo += [(p, depth + 1) for p in parts if isinstance(p, _CONTAINERS)]
+    return None

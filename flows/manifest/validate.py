@@ -1,17 +1,21 @@
 """Validating a manifest's entries: each becomes a `Pair` or a `RowError` naming the row and cause.
 
 Paths resolve against the manifest's folder or s3:// prefix (`weights` and `init` files too, in a
-local manifest); options resolve as run defaults ← YAML defaults ← the row's own values.
+local manifest); options resolve as run defaults ← YAML defaults ← the row's own values. A field
+over MAX_FIELD_CHARS or holding a NUL is refused before anything quotes or resolves it, and two
+outputs that one file system would take for one file (case, Unicode form) are refused too.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from flows.manifest.read import (
     KNOWN_FIELDS,
+    MAX_FIELD_CHARS,
     ROW_FIELDS,
     Entry,
     ManifestError,
@@ -28,6 +32,7 @@ from stylecore.options import StyleOptions, option_names, suggest
 PATH_OPTIONS = ("weights", "init")  # options that may name a file, relative to the manifest
 _INIT_WORDS = ("content", "noise")  # `init` values that are not files
 _OPTION_MESSAGE = re.compile(r"option ((?:'\w+'/?)+): (.*)")
+MAX_MESSAGE_CHARS = 500  # a row error is one readable line, however long the value it quotes
 
 
 @dataclass(frozen=True)
@@ -85,33 +90,53 @@ def validate(entries: list[Entry], ctx: Context) -> tuple[list[Pair], list[RowEr
     """Each entry as a pair, or as a row error naming its row, field and cause."""
     pairs, errors = [], []
     seen: dict[tuple[Any, ...], int] = {}
-    outputs: dict[str, int] = {}
+    outputs: dict[str, tuple[int, str]] = {}
+    options: dict[Any, StyleOptions] = {}  # a cross block's 100,000 pairs share one
     for entry in entries:
         try:
             if entry.problem:
                 raise entry.problem
-            pair = _pair(entry, ctx)
+            pair = _pair(entry, ctx, options)
             _check_unique(pair, seen, outputs)
         except RowInvalid as exc:
-            message = f"row {entry.row}: {exc.text}"
+            message = _bounded(f"row {entry.row}: {exc.text}")
             errors.append(RowError(entry.row, exc.field, message, entry.raw))
         else:
             pairs.append(pair)
     return pairs, errors
 
 
-def _pair(entry: Entry, ctx: Context) -> Pair:
+def _bounded(message: str) -> str:
+    """`message` cut in the middle to MAX_MESSAGE_CHARS: it keeps the row and the cause's end."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = MAX_MESSAGE_CHARS // 2
+    return f"{message[:half]}…{message[-half:]}"
+
+
+def _pair(entry: Entry, ctx: Context, cache: dict[Any, StyleOptions]) -> Pair:
     raw = entry.raw
-    for name in raw:
+    for name, value in raw.items():
         if name not in KNOWN_FIELDS:
             raise RowInvalid(name, f"unknown field '{short(name)}'{suggest(name, KNOWN_FIELDS)}")
+        _check_text(name, value)
     content = _content(raw.get("content"), ctx.base)
     styles = _styles(*_style_field(raw), ctx.base)
     output = _output(raw.get("output"))
     own = option_paths(set_values({k: v for k, v in raw.items() if k not in ROW_FIELDS}), ctx.base)
-    options = _options(own, styles, ctx.options)
+    options = _cached_options(own, styles, ctx.options, cache)
     overrides = {**set_values(ctx.defaults), **own}
     return Pair(entry.row, content, styles, output, options, overrides, raw)
+
+
+def _check_text(name: str, value: Any) -> None:
+    """Refuse text longer than MAX_FIELD_CHARS or with a NUL (lists: read.mapping_entry)."""
+    if not isinstance(value, str):
+        return
+    if len(value) > MAX_FIELD_CHARS:
+        raise bad(name, f"text of {len(value):,} characters, more than {MAX_FIELD_CHARS:,}")
+    if "\0" in value:
+        raise bad(name, "contains a NUL character (\\x00); is the file text?")
 
 
 def _content(value: Any, base: str) -> str:
@@ -199,6 +224,24 @@ def _output(value: Any) -> str | None:
         raise bad("output", str(exc)) from exc
 
 
+def _cached_options(
+    own: dict[str, Any],
+    styles: tuple[StyleRef, ...],
+    base: StyleOptions,
+    cache: dict[Any, StyleOptions],
+) -> StyleOptions:
+    """_options, built once for each distinct set of values (when they can be a key; True and 1
+    are equal keys, so each value's type is part of it)."""
+    key = (tuple((k, type(v), v) for k, v in own.items()), tuple(s.weight for s in styles))
+    try:
+        return cache[key]
+    except TypeError:  # a list value: not a key
+        return _options(own, styles, base)
+    except KeyError:
+        cache[key] = _options(own, styles, base)
+        return cache[key]
+
+
 def _options(own: dict[str, Any], styles: tuple[StyleRef, ...], base: StyleOptions) -> StyleOptions:
     values = dict(own)
     if styles[0].weight is not None:
@@ -224,14 +267,22 @@ def _options_problem(exc: OptionsError) -> RowInvalid:
     return RowInvalid(names[0], f"{'/'.join(names)}: {match[2]}")
 
 
-def _check_unique(pair: Pair, seen: dict[tuple[Any, ...], int], outputs: dict[str, int]) -> None:
+def _check_unique(
+    pair: Pair, seen: dict[tuple[Any, ...], int], outputs: dict[str, tuple[int, str]]
+) -> None:
     key = (pair.content, pair.styles, pair.output, pair.options)
     if key in seen:
         raise RowInvalid(None, f"duplicate of row {seen[key]}")
-    if pair.output in outputs:
-        raise bad(
-            "output", f"'{short(pair.output)}' is already the output of row {outputs[pair.output]}"
-        )
+    same = _one_file(pair.output) if pair.output else None
+    if same in outputs:
+        row, other = outputs[same]
+        why = "" if other == pair.output else f" as '{short(other)}' (one file on macOS, Windows)"
+        raise bad("output", f"'{short(pair.output)}' is already the output of row {row}{why}")
     seen[key] = pair.row
-    if pair.output:
-        outputs[pair.output] = pair.row
+    if same:
+        outputs[same] = (pair.row, pair.output)
+
+
+def _one_file(output: str) -> str:
+    """The name's file on a case- and normalization-insensitive file system (APFS, NTFS)."""
+    return unicodedata.normalize("NFC", output).casefold()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,6 +25,9 @@ MAX_OUTPUT_BYTES = 1024  # S3 allows 1024-byte keys; PATH_MAX leaves room for th
 MAX_STEM = 60  # characters of each input's stem in an automatic output name
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_JOINERS = "\u200c\u200d"  # ZWNJ, ZWJ: inside Persian and Indic words and emoji sequences
+_EMOJI_TAGS = range(0xE0020, 0xE0080)  # the tags of subdivision flags (England, Scotland, Wales)
 
 
 class UriError(StyleError):
@@ -142,7 +146,7 @@ def short(text: str, limit: int = 60) -> str:
 def resolve(ref: str, base: str) -> str:
     """`ref` as an absolute local path or s3:// URI, relative ones taken from `base`;
     ValueError naming what is wrong with it."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in ref):
+    if _CONTROL.search(ref):
         raise ValueError(f"{short(ref)!r} contains a control character")
     kind = scheme(ref)
     if kind == "s3":
@@ -189,8 +193,12 @@ def _file_path(ref: str) -> str:
 def safe_output_name(text: str) -> str:
     """`text` as a relative path inside the output root ('/' separated); ValueError if it leaves."""
     shown = short(text)
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    hidden = _hidden(text)
+    if hidden and unicodedata.category(hidden) != "Cf":
         raise ValueError(f"{shown!r} contains a control character")
+    if hidden:
+        what = f"U+{ord(hidden):04X} {unicodedata.name(hidden, 'FORMAT CHARACTER')}"
+        raise ValueError(f"{shown!r} contains {what}, invisible: it would look like another name")
     if scheme(text):
         raise ValueError(f"{shown!r} is a URI; outputs are paths relative to the output root")
     path = text.replace("\\", "/")  # a backslash is a separator to Windows and to S3 consoles
@@ -204,6 +212,26 @@ def safe_output_name(text: str) -> str:
     if not parts or "" in parts:
         raise ValueError(f"{shown!r} has an empty component")
     return _with_suffix("/".join(parts), shown)
+
+
+def _hidden(text: str) -> str | None:
+    """The first character of `text` that shows as nothing or breaks a line, or None: controls
+    (C0, DEL, C1), line and paragraph separators, format characters (bidi marks and overrides,
+    zero-width spaces, BOMs, soft hyphens), except a joiner between two non-ASCII characters and
+    the tags of emoji flags."""
+    for i, c in enumerate(text):
+        kind = unicodedata.category(c)
+        if kind in ("Cc", "Zl", "Zp"):
+            return c
+        if kind == "Cf" and ord(c) not in _EMOJI_TAGS and not _joins(text, i):
+            return c
+    return None
+
+
+def _joins(text: str, i: int) -> bool:
+    """Whether text[i] is a joiner between two non-ASCII characters (a Persian word, an emoji)."""
+    inside = 0 < i < len(text) - 1
+    return text[i] in _JOINERS and inside and not (text[i - 1].isascii() or text[i + 1].isascii())
 
 
 def _with_suffix(path: str, shown: str) -> str:

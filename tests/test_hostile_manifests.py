@@ -239,10 +239,6 @@ def test_spaces_accents_emoji_and_rtl_marks_in_names_are_kept_as_written() -> No
     ]
 
 
-@pytest.mark.xfail(
-    reason="awaits flows/uri.py: safe_output_name refusing format characters (issue 17)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("output", "cause"),
     [

@@ -404,9 +404,9 @@ def test_a_batch_emits_started_finished_and_failed_pairs_events(batch):
     assert found["stylebatch.batch.failed-pairs"].payload["rows"] == [5]
 
 
-def test_device_slots_are_prefect_concurrency_limits_held_across_processes(batch):
-    """The run's device is a global concurrency limit (made on first use); while another holder
-    has its one slot, the run's model work waits; once released, the run finishes."""
+def test_gpu_slots_are_prefect_concurrency_limits_held_across_processes(prefect_server):
+    """A shared device is a global concurrency limit (made on first use with the pool's slots);
+    while another holder has its one slot, acquiring it waits; once released, it goes on."""
     import threading
 
     from prefect.client.orchestration import get_client
@@ -414,17 +414,35 @@ def test_device_slots_are_prefect_concurrency_limits_held_across_processes(batch
 
     from flows import devices
 
-    name = devices.limit_name(devices.available()[0])
-    run_flow(batch, rows=[2])
+    pool = devices.DevicePool(["/device:CPU:0"], 1, shared=True)  # as a GPU's pool is
+    name = devices.limit_name("/device:CPU:0")
+    with pool.acquire():
+        pass
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(name)
     assert (limit.limit, limit.active_slots) == (1, 0)
 
-    finished = threading.Event()
+    got = threading.Event()
+
+    def work():
+        with pool.acquire():
+            got.set()
+
     with concurrency(name, occupy=1, strict=True):  # as another process's pair would
-        worker = threading.Thread(target=lambda: (run_flow(batch, rows=[3]), finished.set()))
+        worker = threading.Thread(target=work)
         worker.start()
-        time.sleep(8)
-        assert not finished.is_set() and not list(Path(batch["output"]).glob("b__*.png"))
-    worker.join(timeout=120)
-    assert finished.is_set() and len(list(Path(batch["output"]).glob("b__*.png"))) == 1
+        assert not got.wait(5)
+    assert got.wait(60)
+    worker.join(timeout=10)
+
+
+def test_gpu_limits_name_physical_gpus_and_cpu_hosts_share_none():
+    from flows import devices
+
+    assert devices.limit_name("/device:GPU:1", "Node-7", "3,5") == "stylebatch-node-7-gpu-5"
+    assert devices.limit_name("/device:GPU:0", "h", "") == "stylebatch-h-gpu-0"
+    assert devices.limit_name("/device:GPU:0", "h", "2") != devices.limit_name(
+        "/device:GPU:0", "h", "3"
+    )
+    assert devices.DevicePool(["/device:GPU:0"]).shared
+    assert not devices.DevicePool(["/device:CPU:0"]).shared

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -336,7 +337,14 @@ def test_out_of_memory_retries_once_at_a_smaller_size_and_says_so(tmp_path, tiny
     args = cli_args(inputs / "m.csv", out, tiny_weights, size=64, iterations=1)
     # the peak is about 0.8 MB per pixel²: 512 px needs ~210 MB, 384 px ~120 MB
     env = child_env(TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPU_BFC_MEM_LIMIT_IN_MB="160")
-    code, stdout, stderr = finish(stylebatch([*args, "--style-scale", "0.1"], env=env))
+    # TensorFlow's CPU BFC allocator sometimes segfaults inside the step instead of raising when
+    # its pool runs out (1 run in 4 on a5edb60 too, in TF's own kernel): such a crash of TF is
+    # run again, from scratch; what is asserted is our answer to an OOM that TF does raise.
+    for _ in range(3):
+        code, stdout, stderr = finish(stylebatch([*args, "--style-scale", "0.1"], env=env))
+        if code != -signal.SIGSEGV:
+            break
+        shutil.rmtree(out, ignore_errors=True)
 
     assert code == 0, stdout + stderr
     (pair,) = json.loads((out / "report.json").read_text())["pairs"]

@@ -33,8 +33,8 @@ def ui_server(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium(width: int = 1280, height: int = 1400):
+    """Debian's headless chromium driven through its chromedriver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -42,8 +42,13 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
-    options.add_argument("--window-size=1280,1400")
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    options.add_argument(f"--window-size={width},{height}")
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium()
     yield driver
     driver.quit()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 from prefectserver import ROOT, prefect_server, until
-from test_ui import CHROMIUM, DRIVER
+from test_ui import chromium
 
 from flows.artifacts import artifact_key
 
@@ -43,15 +43,7 @@ def main(target: Path) -> int:
 
 
 def screenshot(url: str, path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1100,760")
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chromium(1100, 760)
     try:
         driver.get(url)
         script = """return [...document.querySelectorAll('img[alt^="row "]')]

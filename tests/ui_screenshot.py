@@ -1,8 +1,8 @@
-"""The README's examples/ui-summary.png: `prefect server start` with its UI (as tests/test_ui.py
+"""The README's docs/ui-summary.png: `prefect server start` with its UI (as tests/test_ui.py
 starts it), `make demo` against it, then headless Chromium screenshots the summary artifact once
 every image in it has decoded.
 
-    .venv/bin/python tests/ui_screenshot.py examples/ui-summary.png   # from the checkout's root
+    .venv/bin/python tests/ui_screenshot.py docs/ui-summary.png   # from the checkout's root
 """
 
 from __future__ import annotations

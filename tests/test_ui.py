@@ -2,7 +2,7 @@
 by the CLI, and headless Chromium loading the summary artifact's page: every output image there
 must decode (naturalWidth > 0), for local outputs (embedded thumbnails) and S3 ones (presigned
 links to a moto server). Set STYLEBATCH_UI_SCREENSHOT=PATH to keep the local run's screenshot
-(the README's examples/ui-summary.png comes from it)."""
+(tests/ui_screenshot.py makes the README's docs/ui-summary.png the same way)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ reads it no second time; a flow run started elsewhere (a deployment, a shard) re
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from stylecore.stylize import level_sizes, shared_weights, style_size
 from stylecore.weights import min_side, require_layers, resolve_spec
 
 log = logging.getLogger(__name__)
+HASH_THREADS = 4  # inputs read and decoded at once
 MIN_STYLE_GAIN = 10.0  # a done pair whose style distance shrank less than this many times: weak
 UPSCALE_NOTE = 2.0  # a content enlarged this much or more is noted: the output will look soft
 _handed: dict[tuple[str, StyleOptions], Manifest] = {}
@@ -133,6 +135,12 @@ def check_networks(manifest: Manifest, defaults: StyleOptions) -> Networks:
 def inputs(manifest: Manifest) -> list[str]:
     """Every distinct input the pairs read, sorted: each is probed once."""
     return sorted({u for p in manifest.pairs for _, u in p.inputs()})
+
+
+def probe_all(uris: list[str], logger: logging.Logger = log) -> dict[str, Probe]:
+    """Each input's probe, HASH_THREADS at a time (each decodes one image: bounded memory)."""
+    with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
+        return dict(zip(uris, pool.map(lambda where: probe(where, logger), uris), strict=True))
 
 
 def probe(where: str, logger: logging.Logger = log) -> Probe:

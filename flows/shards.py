@@ -214,7 +214,7 @@ def _settle(
     """Outcomes of a shard that left no report: pairs with an output are done, the rest failed."""
     part = manifest.only(rows)
     networks = prepare.check_networks(part, prepare.run_options(given, run.preset))
-    probes = {where: prepare.probe(where) for where in prepare.inputs(part)}
+    probes = prepare.probe_all(prepare.inputs(part))
     plan = prepare.plan(part, probes, run.output, networks, force=True)
     outcomes = [o.to_dict() for o in plan.settled]
     for job in plan.todo:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +18,6 @@ from stylecore import images
 from stylecore.errors import ImageError, StyleError
 from stylecore.options import StyleOptions
 from stylecore.stylize import Iteration, shared_stylizer
-
-HASH_THREADS = 4  # each decodes one image at a time: bounded memory for huge photos
 
 
 def transient(task, task_run, state) -> bool:
@@ -46,9 +43,7 @@ def transient(task, task_run, state) -> bool:
 def hash_inputs(uris: list[str]) -> dict[str, Probe]:
     """Each input's sha256 and pixel shape, or the one-line cause it cannot be used."""
     logger = get_run_logger()  # the pool's threads have no run context of their own
-    with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-        probes = pool.map(lambda where: prepare.probe(where, logger), uris)
-        return dict(zip(uris, probes, strict=True))
+    return prepare.probe_all(uris, logger)
 
 
 @task(

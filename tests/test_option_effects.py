@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import noise_image
+from test_optimizers import adam_reference
 
 from stylecore import images
 from stylecore.network import FeatureNet, extract
@@ -238,18 +239,6 @@ def test_first_steps_adam_moves_each_pixel_by_the_rate_lbfgs_by_ten_times_it_rms
     moved = step.image.numpy() - x0
     assert np.sqrt(np.mean(np.square(moved))) == pytest.approx(5.0, rel=1e-4)
     assert np.abs(moved).std() > 0.5  # a gradient step, not a sign step
-
-
-def adam_reference(xs, grads, o: StyleOptions, bounds) -> list[np.ndarray]:
-    """x_{t+1} from x_t and its gradient by the textbook Adam (float64), clipped to the bounds."""
-    m = v = 0.0
-    out = []
-    for t, (x, g) in enumerate(zip(xs, grads, strict=True), start=1):
-        m = o.beta1 * m + (1 - o.beta1) * g
-        v = o.beta2 * v + (1 - o.beta2) * g * g
-        rate = o.step_size * np.sqrt(1 - o.beta2**t) / (1 - o.beta1**t)
-        out.append(np.clip(x - rate * m / (np.sqrt(v) + o.epsilon), *bounds))
-    return out
 
 
 @pytest.mark.parametrize("change", ["none", "beta1", "beta2", "epsilon"])

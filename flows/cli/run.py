@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from flows.uri import absolute, join
 from stylecore.errors import StyleError
 from stylecore.options import StyleOptions
 
-HASH_THREADS = 4  # inputs read and decoded at once by a dry run, as the flow's hash task does
 DEMO = Path(__file__).resolve().parent.parent / "demo"  # package data: images and demo.csv
 
 
@@ -165,9 +163,7 @@ def dry_run(
     and starting no Prefect server."""
     manifest = parsed.only(rows)
     networks = prepare.check_networks(manifest, defaults)
-    inputs = prepare.inputs(manifest)
-    with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-        probes = dict(zip(inputs, pool.map(prepare.probe, inputs), strict=True))
+    probes = prepare.probe_all(prepare.inputs(manifest))
     plan = prepare.plan(manifest, probes, output, networks, args.force)
     return print_plan(parsed.source, output, plan, getattr(args, "json", False))
 

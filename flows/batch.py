@@ -85,6 +85,12 @@ def stylize_batch(
     levels: int | None = None,
     precision: str | None = None,
     xla: bool | None = None,
+    tile: str | None = None,
+    tolerance: float | None = None,
+    checkpoint_every: float | None = None,
+    temporal_weight: float | None = None,
+    frame_iterations: int | None = None,
+    max_frames: int | None = None,
     preset: str = "default",
 ) -> dict[str, Any] | State:
     """Stylize every pair of a manifest into `output`; returns the report."""

@@ -240,7 +240,7 @@ def pair_key(
     identity = {
         "content": content_sha,
         "styles": [[s.sha256, s.weight] for s in styles],
-        "options": options.to_dict(),
+        "options": options.identity(),
         "weights": weights_checksum,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]

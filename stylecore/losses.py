@@ -69,3 +69,10 @@ def tv_loss(images: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(dy), axis=(1, 2, 3)) + tf.reduce_mean(
         tf.square(dx), axis=(1, 2, 3)
     )
+
+
+def temporal_loss(images: tf.Tensor, warped: tf.Tensor, reliability: tf.Tensor) -> tf.Tensor:
+    """mean(c·(x − w)²) per image, shape (B,): Ruder et al.'s short-term temporal loss, the frame
+    pulled toward the previous stylized frame warped onto it wherever the flow is reliable (c = 1)
+    and free where it is not (occlusions, motion boundaries: c = 0)."""
+    return tf.reduce_mean(reliability * tf.square(images - warped), axis=(1, 2, 3))

@@ -17,21 +17,26 @@ from stylecore.errors import NumericalError
 from stylecore.options import StyleOptions
 
 Losses = dict[str, tf.Tensor]
-Objective = Callable[[tf.Tensor, dict, dict, tf.Tensor, dict], Losses]
+Objective = Callable[..., Losses]  # (x, content, style, scales, norms, temporal) → losses
+# x → (losses, gradient) computed outside the compiled step (tiles: stylecore/tiling.py)
+Gradient = Callable[[tf.Tensor], tuple[Losses, tf.Tensor]]
 
 
 @dataclass(frozen=True)
 class Targets:
-    """What an optimization matches: content features, style Grams, weights (w_c, w_s, w_tv)."""
+    """What an optimization matches: content features, style Grams, weights (w_c, w_s, w_tv, w_t)
+    and, for a clip's frame, the previous stylized frame warped onto this one."""
 
     content: dict[str, tf.Tensor]  # layer → (B, H, W, C)
     style: dict[str, tf.Tensor]  # layer → (B or 1, C, C)
-    scales: tf.Tensor  # (3,) float32
+    scales: tf.Tensor  # (4,) float32: content, style, tv, temporal
     norms: dict[str, tf.Tensor]  # "content:relu4_2", "style:relu1_1", "tv" → (B,) divisors
+    # (warped (B, H, W, 3) mean-subtracted, reliability (B, H, W, 1) 0…1), or None
+    temporal: tuple[tf.Tensor, tf.Tensor] | None = None
 
     def as_args(self) -> tuple:
         """A plain nested structure: tf.function traces tuples and dicts by shape, not identity."""
-        return (self.content, self.style, self.scales, self.norms)
+        return (self.content, self.style, self.scales, self.norms, self.temporal)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Step:
     iteration: int  # 1-based
     losses: dict[str, np.ndarray]  # content, style, tv, total — each (B,)
     image: tf.Tensor  # (B, H, W, 3), mean-subtracted, after the update
+    state: tuple = ()  # the optimizer's whole state after the update: run(state=…) continues it
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -60,6 +66,8 @@ class Optimizer:
         # Traced once per image shape; `xla` (the Stylizer decides: options.use_xla) compiles the
         # whole step into one.
         self._compiled = tf.function(self._step, jit_compile=xla)
+        self._compiled_update = tf.function(self._update, jit_compile=xla)
+        self._compiled_gradient = tf.function(self._value_and_grad, jit_compile=xla)
 
     def _value_and_grad(self, x, targets: tuple) -> tuple[Losses, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -71,24 +79,52 @@ class Optimizer:
         return losses, tape.gradient(total, x)
 
     def run(
-        self, x0: tf.Tensor, targets: Targets, bounds: tuple, iterations: int
+        self,
+        x0: tf.Tensor,
+        targets: Targets,
+        bounds: tuple,
+        iterations: int,
+        gradient: Gradient | None = None,
+        state: tuple | None = None,
+        first: int = 1,
     ) -> Iterator[Step]:
-        """Yield one Step per iteration."""
-        state = self.initial_state(x0)
-        for i in range(1, iterations + 1):
-            state, losses = self._compiled(state, targets.as_args(), bounds)
+        """Yield one Step per iteration, `first` … `iterations`. `gradient` computes the losses
+        and gradient outside the compiled step (tiled images); `state` continues a saved run."""
+        state = self.initial_state(x0) if state is None else tuple(state)
+        for i in range(first, iterations + 1):
+            if gradient is None:
+                state, losses = self._compiled(state, targets.as_args(), bounds)
+            else:
+                losses, g = gradient(state[0])
+                state = self._compiled_update(state, g, bounds)
             values = {k: v.numpy() for k, v in losses.items()}
             if not np.all(np.isfinite(values["total"])):
                 raise NumericalError(
                     f"the loss became {values['total'].tolist()} at iteration {i}; "
                     "lower the learning rate or the style/content weights"
                 )
-            yield Step(i, values, state[0])
+            yield Step(i, values, state[0], state)
+
+    def value_and_grad(self, x: tf.Tensor, targets: Targets) -> tuple[Losses, tf.Tensor]:
+        """The losses at x and the gradient of their sum, compiled (what a step starts with)."""
+        return self._compiled_gradient(x, targets.as_args())
 
     def initial_state(self, x0: tf.Tensor) -> tuple:
         raise NotImplementedError
 
-    def _step(self, state: tuple, targets: Targets, bounds) -> tuple[tuple, Losses]:
+    def portable_state(self, state: tuple) -> tuple[np.ndarray, ...]:
+        """What a checkpoint keeps of a state to continue sensibly (restore takes it back)."""
+        return tuple(np.asarray(v) for v in state)
+
+    def restore(self, arrays: tuple[np.ndarray, ...]) -> tuple:
+        """A state from portable_state's arrays."""
+        return tuple(tf.constant(a) for a in arrays)
+
+    def _step(self, state: tuple, targets: tuple, bounds) -> tuple[tuple, Losses]:
+        losses, g = self._value_and_grad(state[0], targets)
+        return self._update(state, g, bounds), losses
+
+    def _update(self, state: tuple, g: tf.Tensor, bounds) -> tuple:
         raise NotImplementedError
 
 
@@ -99,16 +135,15 @@ class Adam(Optimizer):
         zeros = tf.zeros_like(x0)
         return (x0, zeros, zeros, tf.constant(0.0))
 
-    def _step(self, state, targets, bounds):
+    def _update(self, state, g, bounds):
         x, m, v, t = state
         o = self.options
-        losses, g = self._value_and_grad(x, targets)
         t = t + 1.0
         m = o.beta1 * m + (1 - o.beta1) * g
         v = o.beta2 * v + (1 - o.beta2) * tf.square(g)
         lr = o.step_size * tf.sqrt(1 - o.beta2**t) / (1 - o.beta1**t)
         x = tf.clip_by_value(x - lr * m / (tf.sqrt(v) + o.epsilon), *bounds)
-        return (x, m, v, t), losses
+        return (x, m, v, t)
 
 
 class LBFGS(Optimizer):
@@ -122,6 +157,13 @@ class LBFGS(Optimizer):
     """
 
     FIRST_STEP = 10.0  # pixel units, the seed recipe's Adam step
+
+    def portable_state(self, state):
+        """The image only: the history is 2·memory images, and rebuilding it costs a few steps."""
+        return (np.asarray(state[0]),)
+
+    def restore(self, arrays):
+        return self.initial_state(tf.constant(arrays[0]))
 
     def initial_state(self, x0):
         m, batch = self.options.lbfgs_memory, x0.shape[0]
@@ -137,9 +179,8 @@ class LBFGS(Optimizer):
             tf.constant(True),
         )
 
-    def _step(self, state, targets, bounds):
+    def _update(self, state, g, bounds):
         x, g_prev, s_last, S, Y, rho, gamma, first = state
-        losses, g = self._value_and_grad(x, targets)
         y = g - g_prev
         ys = _dot(y, s_last)
         valid = tf.logical_and(tf.logical_not(first), ys > 1e-10)  # curvature condition per image
@@ -152,7 +193,7 @@ class LBFGS(Optimizer):
         rho = tf.concat([rho[1:], rho_new[tf.newaxis]], 0)
         direction = -self._two_loop(g, S, Y, rho, gamma)
         x_new = tf.clip_by_value(x + self.options.step_size * direction, *bounds)
-        return (x_new, g, x_new - x, S, Y, rho, gamma, tf.constant(False)), losses
+        return (x_new, g, x_new - x, S, Y, rho, gamma, tf.constant(False))
 
     def _two_loop(self, g, S, Y, rho, gamma):
         """H·g by the two-loop recursion, per image; entries with rho = 0 are inert."""
@@ -166,6 +207,19 @@ class LBFGS(Optimizer):
             b = rho[i] * _dot(Y[i], r)
             r = r + _per_image(a - b) * S[i]
         return r
+
+
+CONVERGENCE_WINDOW = 10  # iterations over which options.tolerance compares the loss
+
+
+def converged(totals: list[np.ndarray], tolerance: float, window: int = CONVERGENCE_WINDOW) -> bool:
+    """Whether every image's total loss fell by less than `tolerance` (a fraction) over the last
+    `window` iterations of a level; never with tolerance 0 or fewer iterations than the window."""
+    if tolerance <= 0 or len(totals) <= window:
+        return False
+    before, now = np.asarray(totals[-1 - window]), np.asarray(totals[-1])
+    gain = (before - now) / np.maximum(np.abs(before), 1e-30)
+    return bool(np.all(gain < tolerance))
 
 
 def optimizer_for(objective: Objective, options: StyleOptions, xla: bool = False) -> Optimizer:

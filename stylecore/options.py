@@ -16,6 +16,7 @@ MAX_SIZE = 8192  # longest side in pixels; past this one image needs > 100 GB of
 MAX_ITERATIONS = 100_000
 XLA_AUTO_MIN_SIZE = 256  # on a GPU, below this or below the iterations, the compile is not repaid
 XLA_AUTO_MIN_ITERATIONS = 50
+MIN_TILE = 32  # px: smaller tiles spend nearly all their work on the halo
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,31 @@ class StyleOptions:
     # ≥ 50 iterations — not yet measured on a GPU (benchmarks/gpu.sh compares both).
     xla: bool | None = None
 
+    # Print sizes: "auto" runs a level untiled when its step fits the device's free memory and in
+    # the largest tiles that fit otherwise; "0" never tiles; "N" tiles of at most N px (stylecore/tiling.py).
+    tile: str = "auto"
+    # Stop a level early when the total loss improved by less than this fraction over the last
+    # CONVERGENCE_WINDOW iterations; 0: always run every iteration.
+    tolerance: float = 0.0
+    # Save the current image and optimizer state every this many seconds while a pair runs, so a
+    # killed pair resumes there; 0: never.
+    checkpoint_every: float = 60.0
+
+    # Clips: the temporal loss's weight (a frame pulled toward the previous stylized frame warped
+    # by the optical flow, where the flow is reliable), iterations of each frame after a shot's
+    # first (None: the same as `iterations`), and the longest clip accepted.
+    temporal_weight: float = 1.0
+    frame_iterations: int | None = None
+    max_frames: int = 10_000
+
     def __post_init__(self) -> None:
         for problem in _problems(self):
             raise OptionsError(problem)
+
+    @property
+    def tile_px(self) -> int | None:
+        """The tile option as a number: None for auto, 0 for never, else the largest tile side."""
+        return None if self.tile == "auto" else int(self.tile)
 
     @property
     def step_size(self) -> float:
@@ -82,6 +105,17 @@ class StyleOptions:
             return self.xla
         long_enough = self.size >= XLA_AUTO_MIN_SIZE and self.iterations >= XLA_AUTO_MIN_ITERATIONS
         return gpu and long_enough
+
+    def identity(self) -> dict[str, Any]:
+        """The options that can change an output's pixels, for keys that name outputs: the
+        result-neutral ones left out, and options added after outputs were first keyed left out
+        at their defaults (so an upgrade does not redo a finished catalogue)."""
+        values = self.to_dict()
+        return {
+            k: v
+            for k, v in values.items()
+            if k not in RESULT_NEUTRAL and not (k in ADDED_LATER and v == _DEFAULTS[k])
+        }
 
     def replace(self, **changes: Any) -> StyleOptions:
         """A copy with some options changed (validated like any other)."""
@@ -99,6 +133,13 @@ class StyleOptions:
         base = base or cls()
         changes = {name: coerce(name, value) for name, value in values.items()}
         return base.replace(**changes)
+
+
+# How a result is computed, not what it is: tiled steps match untiled ones (tests/test_tiling.py),
+# checkpoints resume where they stopped, max_frames only refuses.
+RESULT_NEUTRAL = ("tile", "checkpoint_every", "max_frames")
+ADDED_LATER = ("tolerance", "temporal_weight", "frame_iterations")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StyleOptions)}
 
 
 def option_names() -> tuple[str, ...]:
@@ -151,6 +192,8 @@ def _convert(kind: Any, value: Any) -> Any:
             raise ValueError(value)
         return float(value)
     if kind is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # tile: 512 in a YAML or JSON manifest
         if not isinstance(value, str):
             raise TypeError(value)
         return value
@@ -212,6 +255,17 @@ def _problems(o: StyleOptions) -> typing.Iterator[str]:
         yield f"option 'size': must be 16…{MAX_SIZE} pixels, got {o.size}"
     if not 1 <= o.levels <= 6 or o.size >> (o.levels - 1) < 16:
         yield f"option 'levels': {o.levels} levels of size {o.size} go below 16 px"
+    if o.tile != "auto" and not (
+        o.tile.isdigit() and (int(o.tile) == 0 or int(o.tile) >= MIN_TILE)
+    ):
+        yield f"option 'tile': {o.tile!r} is not auto, 0 (never tile) or a size ≥ {MIN_TILE} px"
+    for name in ("tolerance", "checkpoint_every", "temporal_weight"):
+        if not 0 <= getattr(o, name) < math.inf:
+            yield f"option '{name}': must be ≥ 0 and finite, got {getattr(o, name)}"
+    if o.frame_iterations is not None and not 1 <= o.frame_iterations <= MAX_ITERATIONS:
+        yield f"option 'frame_iterations': must be 1…{MAX_ITERATIONS}, got {o.frame_iterations}"
+    if o.max_frames < 1:
+        yield f"option 'max_frames': must be ≥ 1, got {o.max_frames}"
     if o.lbfgs_memory < 1:
         yield f"option 'lbfgs_memory': must be ≥ 1, got {o.lbfgs_memory}"
 

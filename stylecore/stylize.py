@@ -14,10 +14,10 @@ import tensorflow as tf
 
 from stylecore import colour, images
 from stylecore.errors import OptionsError
-from stylecore.losses import content_loss, gram, layer_weights, style_loss, tv_loss
+from stylecore.losses import content_loss, gram, layer_weights, style_loss, temporal_loss, tv_loss
 from stylecore.netspec import NetworkWeights
 from stylecore.network import FeatureNet
-from stylecore.optimize import Optimizer, Targets, optimizer_for
+from stylecore.optimize import Optimizer, Targets, converged, optimizer_for
 from stylecore.options import StyleOptions
 from stylecore.weights import load_weights, min_side, resolve_spec
 
@@ -36,6 +36,27 @@ class Iteration:
     iteration: int  # 1-based, within the level
     losses: dict[str, np.ndarray]  # content, style, tv, total — each (B,)
     image: tf.Tensor  # (B, H, W, 3) mean-subtracted
+    state: tuple = ()  # the optimizer's state after this step (checkpoints save it)
+    stopped: str | None = None  # "converged" when this step ends its level early
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """For a clip's frame: the previous stylized frame warped onto this one (H, W, 3) 0…255, and
+    where that warp can be trusted (H, W) 0…1. Pulled toward with options.temporal_weight."""
+
+    warped: np.ndarray
+    reliability: np.ndarray
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a checkpointed run continues: the level, the last finished iteration in it, and the
+    optimizer's saved arrays (Optimizer.portable_state)."""
+
+    level: int
+    iteration: int
+    arrays: tuple[np.ndarray, ...]
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,7 @@ class Result:
     history: list[dict[str, float]]  # losses per iteration, all levels
     seconds: float
     quality: dict[str, float] = dataclasses.field(default_factory=dict)  # see Stylizer.quality
+    stops: list[dict] = dataclasses.field(default_factory=list)  # each level's end: where, why
 
 
 def level_sizes(options: StyleOptions) -> list[int]:
@@ -124,27 +146,53 @@ class Stylizer:
         grams_for: GramsFor,
         options: StyleOptions,
         init: np.ndarray | None = None,
+        *,
+        start: np.ndarray | None = None,
+        temporal: Temporal | None = None,
+        resume: Resume | None = None,
     ) -> Iterator[Iteration]:
-        """Optimize a batch of same-size contents (B, H, W, 3), 0…255, coarse to fine."""
+        """Optimize a batch of same-size contents (B, H, W, 3), 0…255, coarse to fine. `start`
+        (H, W, 3) 0…255 is the first image instead of options.init (a clip's warped previous
+        frame); `resume` continues a checkpointed run at its level and iteration."""
         optimizer = self._optimizer(options)
         final_shape = contents.shape[1:3]
         x = None
         for level, longest in enumerate(level_sizes(options)):
+            if resume is not None and level < resume.level:
+                continue
             shape = images.fit_shape(final_shape, longest)
             images.check_min_side(shape, self.min_side, "content image")
             level_contents = np.stack([images.resize(c, shape) for c in contents])
             content_x = self.net.preprocess(level_contents)
-            x = self._start(content_x, x, init, options, shape)
-            targets = self._targets(content_x, grams_for(longest), options)
+            state, first = None, 1
+            if resume is not None and level == resume.level:
+                state = optimizer.restore(resume.arrays)
+                first = resume.iteration + 1
+                x = state[0]
+            else:
+                x = self._start(content_x, x, init, options, shape, start)
+            targets = self._targets(content_x, grams_for(longest), options, temporal)
             lo, hi = -self.net.mean, 255.0 - self.net.mean
-            for step in optimizer.run(x, targets, (lo, hi), options.iterations):
+            totals: list[np.ndarray] = []
+            run = optimizer.run(x, targets, (lo, hi), options.iterations, state=state, first=first)
+            for step in run:
                 x = step.image
-                yield Iteration(level, shape, step.iteration, step.losses, step.image)
+                totals.append(step.losses["total"])
+                done = step.iteration < options.iterations and converged(totals, options.tolerance)
+                stopped = "converged" if done else None
+                yield Iteration(
+                    level, shape, step.iteration, step.losses, step.image, step.state, stopped
+                )
+                if done:
+                    break
 
-    def _start(self, content_x, previous, init, options: StyleOptions, shape) -> tf.Tensor:
-        """The first image of a level: the previous level's result upsampled, else options.init."""
+    def _start(self, content_x, previous, init, options: StyleOptions, shape, start) -> tf.Tensor:
+        """The first image of a level: the previous level's result upsampled, else `start`, else
+        options.init."""
         if previous is not None:
             return tf.image.resize(previous, shape, method="bicubic")
+        if start is not None:
+            return self.net.preprocess(np.stack([images.resize(start, shape)] * content_x.shape[0]))
         if options.init == "content":
             return content_x
         if options.init == "noise":
@@ -156,15 +204,24 @@ class Stylizer:
             raise OptionsError(f"option 'init': {options.init!r} is an image, but none was given")
         return self.net.preprocess(np.stack([images.resize(init, shape)] * content_x.shape[0]))
 
-    def _targets(self, content_x, grams: Sequence[Grams], options: StyleOptions) -> Targets:
+    def _targets(
+        self, content_x, grams: Sequence[Grams], options: StyleOptions, temporal=None
+    ) -> Targets:
         content = self._compiled_features(content_x, tuple(options.content_layers), False)
         style = {
             name: tf.constant(np.stack([g[name] for g in grams])) for name in options.style_layers
         }
-        scales = tf.constant(
-            [options.content_weight, options.style_weight, options.tv_weight], tf.float32
-        )
-        return Targets(content, style, scales, self._norms(content_x, content, style, options))
+        weights = [options.content_weight, options.style_weight, options.tv_weight]
+        scales = tf.constant([*weights, options.temporal_weight], tf.float32)
+        norms = self._norms(content_x, content, style, options)
+        pulled = None
+        if temporal is not None:
+            shape, batch = content_x.shape[1:3], content_x.shape[0]
+            warped = self.net.preprocess(np.stack([images.resize(temporal.warped, shape)] * batch))
+            weight = images.resize(temporal.reliability.astype(np.float32)[..., None], shape)
+            weight = np.clip(weight.reshape(*shape, 1), 0.0, 1.0)
+            pulled = (warped, tf.constant(np.stack([weight] * batch), tf.float32))
+        return Targets(content, style, scales, norms, pulled)
 
     @staticmethod
     def _norms(content_x, content, style, options: StyleOptions) -> dict[str, tf.Tensor]:
@@ -230,7 +287,7 @@ class Stylizer:
             )
         )
 
-        def objective(x, content_targets, style_grams, scales, norms):
+        def objective(x, content_targets, style_grams, scales, norms, temporal=None):
             features = self.net(x)
             cwn = {name: w / norms[f"content:{name}"] for name, w in cw.items()}
             swn = {name: w / norms[f"style:{name}"] for name, w in sw.items()}
@@ -240,6 +297,9 @@ class Stylizer:
                 "tv": scales[2] * tv_loss(x) / norms["tv"],
             }
             terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+            if temporal is not None:
+                terms["temporal"] = scales[3] * temporal_loss(x, *temporal)
+                terms["total"] = terms["total"] + terms["temporal"]
             return terms
 
         return objective
@@ -323,9 +383,11 @@ def stylize_with(
     stylizer: Stylizer,
     init: np.ndarray | None = None,
     on_step: Callable[[Iteration], None] | None = None,
+    **where,
 ) -> Result:
-    """Stylize one content towards the Gram targets `grams_for` gives at each level's size."""
-    return stylize_many([content], grams_for, options, stylizer, init, on_step)[0]
+    """Stylize one content towards the Gram targets `grams_for` gives at each level's size;
+    `where`: start, temporal, resume (Stylizer.steps)."""
+    return stylize_many([content], grams_for, options, stylizer, init, on_step, **where)[0]
 
 
 def stylize_many(
@@ -335,20 +397,29 @@ def stylize_many(
     stylizer: Stylizer,
     init: np.ndarray | None = None,
     on_step: Callable[[Iteration], None] | None = None,
+    **where,
 ) -> list[Result]:
     """Stylize contents of the same working shape together, in one tensor; `grams_for` gives
-    one target per content (or one for all). Exactly separate runs, done at once."""
+    one target per content (or one for all). Exactly separate runs, done at once. `where`:
+    start, temporal, resume (Stylizer.steps)."""
     start = time.perf_counter()
     rgbs = [prepare_content(c, options) for c in contents]
     if len({rgb.shape for rgb in rgbs}) > 1:
         raise OptionsError("contents optimized together must have the same working shape")
     histories: list[list[dict[str, float]]] = [[] for _ in rgbs]
-    last = None
-    for last in stylizer.steps(np.stack(rgbs), grams_for, options, init):
+    last, stops, previous = None, [], None
+    for last in stylizer.steps(np.stack(rgbs), grams_for, options, init, **where):
+        if previous is not None and previous.level != last.level:
+            stops.append(_stop(previous, "iterations"))
+        previous = last
         for i, history in enumerate(histories):
             history.append({k: float(v[i]) for k, v in last.losses.items()})
         if on_step:
             on_step(last)
+        if last.stopped:
+            stops.append(_stop(last, last.stopped))
+    if last is not None and not last.stopped:
+        stops.append(_stop(last, "iterations"))
     outs = stylizer.net.deprocess(last.image)
     finished = [finish(o, rgb, c, options) for o, rgb, c in zip(outs, rgbs, contents, strict=True)]
     targets = grams_for(options.size)
@@ -357,9 +428,14 @@ def stylize_many(
     scores = stylizer.quality(pixels, np.stack(rgbs), targets, options)
     seconds = (time.perf_counter() - start) / len(rgbs)  # each image's share of the time
     return [
-        Result(rgb, alpha, history, seconds, score)
+        Result(rgb, alpha, history, seconds, score, stops)
         for (rgb, alpha), history, score in zip(finished, histories, scores, strict=True)
     ]
+
+
+def _stop(step: Iteration, reason: str) -> dict:
+    """Where a level ended and why: 'iterations' (all of them) or 'converged' (options.tolerance)."""
+    return {"level": step.level, "iteration": step.iteration, "reason": reason}
 
 
 def finish(

@@ -20,7 +20,7 @@ from stylecore.options import StyleOptions
 WIDE = (-1e6, 1e6)  # bounds that never bind
 
 
-def quadratic(x, content, style, scales, norms):
+def quadratic(x, content, style, scales, norms, temporal=None):
     """½vᵀAv − bᵀv per image, v the flattened image; A = style["A"] (n, n), b = content["b"]."""
     v = tf.reshape(x, (tf.shape(x)[0], -1))  # (B, n)
     vav = tf.reduce_sum(v * tf.matmul(v, style["A"]), 1)  # A symmetric: vA = (Av)ᵀ
@@ -269,7 +269,7 @@ def miniature_style_transfer(seed: int, scales: tuple[float, float, float]):
     def mean_square(t):  # (B, …) → (B,)
         return tf.reduce_mean(tf.square(t), axis=tf.range(1, tf.rank(t)))
 
-    def objective(x, content, style, w, norms):
+    def objective(x, content, style, w, norms, temporal=None):
         f1, f2 = features(x)
         c = w[0] * mean_square(f2 - content["f2"])
         s = w[1] * (mean_square(gram(f1) - style["g1"]) + mean_square(gram(f2) - style["g2"]))

@@ -157,7 +157,7 @@ def test_normalized_losses_are_relative_errors(options, stylizer):
     # TV is relative to the content's own.
     assert float(at_content["tv"][0]) == pytest.approx(1.0, rel=1e-5)
     scaled = {n: 1.5 * f for n, f in targets.content.items()}
-    doubled = type(targets)(scaled, targets.style, targets.scales, targets.norms)
+    doubled = type(targets)(scaled, targets.style, targets.scales, targets.norms, None)
     assert float(objective(x, *doubled.as_args())["content"][0]) == pytest.approx(0.25, rel=1e-4)
 
 

@@ -38,6 +38,12 @@ HELP = {
     "size": "longest side of the output in pixels",
     "levels": "coarse-to-fine levels (each half the size of the next)",
     "precision": "float32, or bfloat16 for the network on GPUs (Grams and losses stay float32)",
+    "tile": "auto (tile only when a step does not fit the device), 0 (never) or N (tiles ≤ N px)",
+    "tolerance": "stop a level when the loss improves by less than this fraction (0: never)",
+    "checkpoint_every": "seconds between checkpoints of a running pair (0: none)",
+    "temporal_weight": "clips: how strongly a frame follows the previous one warped by the flow",
+    "frame_iterations": "clips: iterations of each frame after a shot's first (default: --iterations)",
+    "max_frames": "clips: refuse clips longer than this many frames",
     "xla": "compile each optimizer step with XLA (unset: off on CPUs; on GPUs from 256 px and 50 it.)",
 }
 _TYPES = typing.get_type_hints(StyleOptions)

@@ -225,8 +225,8 @@ def _problems(o: StyleOptions) -> typing.Iterator[str]:
     """Each out-of-range value, as a message naming the option."""
     if o.pooling not in ("max", "avg"):
         yield f"option 'pooling': {o.pooling!r} is not max or avg"
-    if o.precision not in ("float32", "bfloat16"):
-        yield f"option 'precision': {o.precision!r} is not float32 or bfloat16"
+    if o.precision not in ("float32", "bfloat16", "auto"):
+        yield f"option 'precision': {o.precision!r} is not float32, bfloat16 or auto"
     if o.optimizer not in ("lbfgs", "adam"):
         yield f"option 'optimizer': {o.optimizer!r} is not lbfgs or adam"
     if not o.content_layers and o.content_weight > 0:

@@ -70,6 +70,8 @@ def sidecar(
         "network": network_info(weights),
         "losses": {"final": final, "history": result.history},
         "quality": result.quality,
+        "stops": result.stops,  # each level's last iteration and why it ended there
+        "tiling": result.tiling,  # per level: tile, halo, tiles, peak memory (empty: untiled)
         "seconds": round(result.seconds, 3),
         "notes": notes,
         "versions": versions(),

@@ -69,6 +69,7 @@ class Result:
     seconds: float
     quality: dict[str, float] = dataclasses.field(default_factory=dict)  # see Stylizer.quality
     stops: list[dict] = dataclasses.field(default_factory=list)  # each level's end: where, why
+    tiling: list[dict] = dataclasses.field(default_factory=list)  # tiled levels: tile, halo, memory
 
 
 def level_sizes(options: StyleOptions) -> list[int]:

@@ -26,10 +26,11 @@ def optimize(
     init,
     on_step: OnStep,
     logger: logging.Logger,
+    **where,
 ) -> tuple[list[Result], StyleOptions]:
     """Results and the options they were made with: once more at a smaller size when the device
-    runs out of memory."""
-    results, error = _attempt(contents, grams, options, stylizer, init, on_step, logger)
+    runs out of memory. `where`: start, temporal, resume (Stylizer.steps)."""
+    results, error = _attempt(contents, grams, options, stylizer, init, on_step, logger, where)
     if error is None:
         return results, options
     if not isinstance(error, tf.errors.ResourceExhaustedError):
@@ -38,7 +39,8 @@ def optimize(
         raise StyleError(f"out of memory at {options.size} px with {len(contents)} images at once")
     smaller = _smaller(options)
     logger.warning("out of memory at %d px; trying once more at %d px", options.size, smaller.size)
-    results, error = _attempt(contents, grams, smaller, stylizer, init, on_step, logger)
+    where.pop("resume", None)  # a checkpoint of the larger size does not fit the smaller one
+    results, error = _attempt(contents, grams, smaller, stylizer, init, on_step, logger, where)
     if error is None:
         return results, smaller
     if isinstance(error, tf.errors.ResourceExhaustedError):
@@ -55,13 +57,13 @@ def note(asked: StyleOptions, used: StyleOptions) -> list[str]:
     return [f"out of memory at {asked.size} px: stylized at {used.size} px"]
 
 
-def _attempt(contents, grams: GramsSource, options, stylizer, init, on_step: OnStep, logger):
+def _attempt(contents, grams: GramsSource, options, stylizer, init, on_step: OnStep, logger, where):
     """(results, None) or (None, the error) of one optimization. The error leaves without its
     traceback, whose frames hold the attempt's tensors: kept in a failed task's state, they would
     pin that memory (a GPU's) for the rest of the run."""
     try:
         log = on_step(options)
-        return stylize_many(contents, grams(options), options, stylizer, init, log), None
+        return stylize_many(contents, grams(options), options, stylizer, init, log, **where), None
     except tf.errors.ResourceExhaustedError as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         logger.warning("%s", next((x for x in lines if "OOM" in x), lines[0]).strip()[:300])

@@ -131,6 +131,11 @@ class Stylizer:
             for i in range(n)
         ]
 
+    def checkpoint_arrays(self, options: StyleOptions, step: Iteration) -> tuple[np.ndarray, ...]:
+        """What a checkpoint saves of a step to continue it (Resume.arrays): Adam's image and
+        moments, L-BFGS's image (its history is rebuilt in a few steps)."""
+        return self._optimizer(options).portable_state(step.state)
+
     @functools.cached_property
     def _compiled_features(self):
         def run(x, names, grams):

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import devices, events, prepare, report, uri
+from flows import devices, events, prepare, report, stops, uri
 from flows.artifacts import Progress
 from flows.featurecache import default_root
 from flows.model import Job
@@ -114,6 +114,7 @@ def stylize_batch(
     return run_batch(run, given)
 
 
+@stops.graceful()  # SIGINT, SIGTERM: pairs stop at their next iteration, reported interrupted
 def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     """The flow's body, for one process (or one shard)."""
     logger = get_run_logger()

@@ -96,9 +96,11 @@ def write(
     result: Result,
     notes: list[str],
     force: bool,
+    resumed: dict[str, int] | None = None,
 ) -> str:
     """The image and its sidecar: done, or skipped when another run's are there (`force`:
-    replaced, whoever wrote them)."""
+    replaced, whoever wrote them). `resumed`: the checkpoint's level and iteration the run
+    continued from (its loss history starts after it)."""
     ext = posixpath.splitext(job.output)[1].lower() or ".png"
     image = images.encode(result.rgb, result.alpha, ext)
     inputs = {
@@ -108,6 +110,7 @@ def write(
     }
     document = sidecar(inputs, job.output, options, weights, result, notes)
     document["output_sha256"] = sha256(image)  # which image this sidecar describes
+    document["resumed"] = resumed
     body, inside = dumps(document), job.root or None
     if force:
         storage.write_bytes(job.output, image, inside=inside)

@@ -9,7 +9,7 @@ import logging
 import uuid
 from typing import Any
 
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
 from flows import storage, uri
 from flows.artifacts import publish_artifacts
@@ -19,8 +19,10 @@ from flows.prepare import MIN_STYLE_GAIN
 from stylecore.errors import StyleError
 
 log = logging.getLogger(__name__)
-STATUSES = ("done", "skipped", "failed")
+STATUSES = ("done", "skipped", "failed")  # always counted; `interrupted` only when there are some
 PAIRS_FAILED = "PairsFailed"  # the name of the Failed state that says: ran, but some pairs failed
+INTERRUPTED = "Interrupted"  # the Cancelled state's: a signal stopped some pairs (reported)
+RERUN = ("failed", "interrupted")  # the statuses `stylebatch rerun` takes and failed.csv lists
 
 
 def now() -> str:
@@ -65,13 +67,21 @@ def build(
         "output": output,
         "started": started,
         "finished": finished,
-        "summary": {s: sum(p["status"] == s for p in pairs) for s in STATUSES},
+        "summary": summarize(pairs),
         "options": {"preset": preset, **given},  # the run's own options, for `stylebatch rerun`
         "feature_cache": feature_cache,
         "min_style_gain": min_style_gain,
         "style_features": features,
         "pairs": pairs,
     }
+
+
+def summarize(pairs: list[dict[str, Any]]) -> dict[str, int]:
+    """Pairs per status: done, skipped, failed, and interrupted when a signal stopped some."""
+    counts = {s: 0 for s in STATUSES}
+    for pair in pairs:
+        counts[pair["status"]] = counts.get(pair["status"], 0) + 1
+    return counts
 
 
 def is_weak(pair: dict[str, Any], min_style_gain: float) -> bool:
@@ -108,8 +118,8 @@ def publish(document: dict[str, Any], manifest: Manifest, output: str) -> None:
 
 
 def failed_csv(document: dict[str, Any], manifest: Manifest) -> str:
-    """A manifest of the failed rows, runnable as it is (absolute URIs)."""
-    failed = {p["row"] for p in document["pairs"] if p["status"] == "failed"}
+    """A manifest of the failed and interrupted rows, runnable as it is (absolute URIs)."""
+    failed = {p["row"] for p in document["pairs"] if p["status"] in RERUN}
     rows = [pair_row(p) for p in manifest.pairs if p.row in failed]
     rows += [error_row(e, manifest) for e in manifest.errors if e.row in failed]
     return failed_rows_csv(rows) if rows else "content,style\n"
@@ -122,6 +132,13 @@ def ending(document: dict[str, Any], output: str, logger: logging.Logger) -> dic
     shards = f" over {len(document['shards'])} shards" if "shards" in document else ""
     counts = (summary["done"], summary["skipped"], summary["failed"])
     logger.info("done %d, skipped %d, failed %d%s", *counts, shards)
+    if summary.get("interrupted"):
+        return Cancelled(
+            name=INTERRUPTED,
+            data=document,
+            message=f"{summary['interrupted']} of {len(document['pairs'])} pairs interrupted; "
+            f"`stylebatch rerun {uri.join(output, 'report.json')}` finishes them",
+        )
     if not summary["failed"]:
         return document
     return Failed(

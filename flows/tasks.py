@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,13 +10,14 @@ import tensorflow as tf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import devices, oom, outputs, prepare, storage
+from flows import devices, oom, outputs, prepare, stops, storage
 from flows.featurecache import FeatureCache, grams_source
 from flows.model import Job, Probe
+from flows.storage import checkpoints
 from stylecore import images
 from stylecore.errors import ImageError, StyleError
 from stylecore.options import StyleOptions
-from stylecore.stylize import Iteration, shared_stylizer
+from stylecore.stylize import Iteration, Resume, Stylizer, shared_stylizer
 
 
 def transient(task, task_run, state) -> bool:
@@ -101,9 +101,13 @@ def stylize_group(jobs: list[Job], cache_root: str, force: bool, label: str) -> 
     each into its output and sidecar."""
     logger = get_run_logger()
     try:
+        stops.check()  # a stop was asked while this waited its turn
         for job in jobs:  # a link leading out, a full or read-only disk: before the work
             storage.check_writable(job.output, job.sidecar, inside=job.root or None)
         return _stylize(jobs, cache_root, force, logger)
+    except stops.Interrupted as exc:  # not a failure: `rerun` takes it, from its checkpoint
+        logger.warning("%s: %s", label, exc)
+        return [job.outcome("interrupted", str(exc)).to_dict() for job in jobs]
     except StyleError as exc:
         error = _naming(exc, jobs)
     raise error  # raised here, not from the handler: the failed state keeps no frames, no images
@@ -124,16 +128,26 @@ def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict
     contents = [images.decode(storage.read_bytes(j.content), j.content) for j in jobs]
     init = _init_image(options)
     with devices.pool().acquire() as device:
+        stops.check()
         stylizer = shared_stylizer(options, device)
         grams = grams_source(
             FeatureCache(cache_root), jobs[0].styles, jobs[0].feature_keys, stylizer
         )
-        on_step = functools.partial(_logging, logger)
-        results, used = oom.optimize(contents, grams, options, stylizer, init, on_step, logger)
+        saver = _checkpointer(jobs, options, stylizer)
+        saved = saver.resume()
+        resume = saved and Resume(saved.level, saved.iteration, saved.arrays)
+        if resume:
+            logger.info("resuming at level %d, iteration %d", resume.level, resume.iteration)
+        on_step = _watching(logger, stylizer, saver, options)
+        results, used = oom.optimize(
+            contents, grams, options, stylizer, init, on_step, logger, resume=resume
+        )
+    resumed = _resumed(resume, options, used)
     lines = []
-    for job, content, result in zip(jobs, contents, results, strict=True):
-        notes = [*content.notes, *job.notes, *oom.note(options, used)]
-        status = outputs.write(job, used, stylizer.weights, result, notes, force)
+    for index, (job, content, result) in enumerate(zip(jobs, contents, results, strict=True)):
+        notes = [*content.notes, *job.notes, *oom.note(options, used), *_resumed_note(resumed)]
+        status = outputs.write(job, used, stylizer.weights, result, notes, force, resumed)
+        saver.remove(index)  # published, by this run or another: the checkpoint has served
         logger.info("row %d %s in %.1f s: %s", job.row, status, result.seconds, job.output)
         seconds = round(result.seconds, 3)
         final = result.history[-1]
@@ -142,6 +156,61 @@ def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict
         )
         lines.append(outcome.to_dict())
     return lines
+
+
+def _checkpointer(
+    jobs: list[Job], options: StyleOptions, stylizer: Stylizer
+) -> checkpoints.Checkpointer:
+    """The jobs' checkpoints, keyed like their outputs (another run's options never resume)."""
+    identity, checksum = options.identity(), stylizer.weights.checksum
+    keys = [checkpoints.key(job, identity, checksum) for job in jobs]
+    return checkpoints.Checkpointer(jobs, keys, options.checkpoint_every)
+
+
+def _resumed(resume: Resume | None, asked: StyleOptions, used: StyleOptions) -> dict | None:
+    """Where the run resumed, for the sidecar; None when it started afresh (or ran out of memory
+    and started again smaller, without the checkpoint)."""
+    if resume is None or used.size != asked.size:
+        return None
+    return {"level": resume.level, "iteration": resume.iteration}
+
+
+def _resumed_note(resumed: dict | None) -> list[str]:
+    if resumed is None:
+        return []
+    return [f"resumed at level {resumed['level']}, iteration {resumed['iteration']}"]
+
+
+def _watching(
+    logger, stylizer: Stylizer, saver: checkpoints.Checkpointer, asked: StyleOptions
+) -> oom.OnStep:
+    """The step callback: log, checkpoint every options.checkpoint_every seconds, and stop at
+    this iteration (checkpointed) when a stop was asked."""
+
+    def for_options(options: StyleOptions) -> Callable[[Iteration], None]:
+        log = _logging(logger, options)
+        last_level = options.levels - 1
+        own = options == asked  # a smaller retry after running out of memory keeps no checkpoint
+
+        def on_step(step: Iteration) -> None:
+            log(step)
+            ends = step.stopped is not None or step.iteration >= options.iterations
+            if step.level == last_level and ends:
+                return  # the last step: the output is next, stopping here would waste it
+            stop = stops.requested()
+            saved = False
+            if own and (saver.due() or (stop and saver.every > 0)):
+                arrays = stylizer.checkpoint_arrays(options, step)
+                done = options.iterations if ends else step.iteration  # a converged level is over
+                saved = saver.save(checkpoints.Saved(step.level, done, arrays))
+            if stop:
+                where = f"at level {step.level}, iteration {step.iteration}"
+                kept = "; checkpoint saved" if saved else "; no checkpoint"
+                raise stops.Interrupted(f"interrupted by {stops.signal_name()} {where}{kept}")
+
+        return on_step
+
+    return for_options
 
 
 def _init_image(options: StyleOptions):

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import prepare, storage
+from flows import prepare, stops, storage
 from flows.cli import EXIT_OK, EXIT_USAGE, server
 from flows.cli.flags import given_options
 from flows.cli.progress import pair_bar
-from flows.cli.summary import print_plan, print_report
+from flows.cli.summary import print_interrupted, print_plan, print_report
 from flows.model import Manifest
 from flows.uri import absolute, join
 from stylecore.errors import StyleError
@@ -28,14 +28,15 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def rerun_command(args: argparse.Namespace) -> int:
-    """`stylebatch rerun REPORT`: the failed rows of a report, same manifest, output and options;
-    with --weak, the rows flagged weak instead, with twice the iterations."""
+    """`stylebatch rerun REPORT`: the failed and interrupted rows of a report, same manifest,
+    output and options (an interrupted pair continues from its checkpoint); with --weak, the rows
+    flagged weak instead, with twice the iterations."""
+    from flows.report import RERUN
+
     report = json.loads(storage.read_text(absolute(args.report)))
-    kind = "weak" if args.weak else "failed"
+    kind = "weak" if args.weak else "failed or interrupted"
     rows = [
-        p["row"]
-        for p in report["pairs"]
-        if (p.get("weak") if args.weak else p["status"] == "failed")
+        p["row"] for p in report["pairs"] if (p.get("weak") if args.weak else p["status"] in RERUN)
     ]
     if not rows:
         print(f"nothing to rerun: no pair {kind} in {args.report}")
@@ -91,7 +92,7 @@ def run(
     count = len(parsed.only(rows).rows())
     server.settings()
     from flows.batch import LISTENERS  # Prefect loads only now, after the settings above
-    from flows.report import PAIRS_FAILED
+    from flows.report import INTERRUPTED, PAIRS_FAILED
 
     server.ready()
     check_api()
@@ -99,18 +100,22 @@ def run(
 
     parameters = flow_parameters(manifest, output, given, preset_name, args, rows)
     flow = batch_flow(args)
+    stops.reset()
     with pair_bar(count, quiet=args.quiet) as advance, prepare.handing_over(parsed, defaults):
         seen: set[int] = set()
         listener = _listener(advance, seen)
         LISTENERS.append(listener)
         try:
-            state = flow(**parameters, return_state=True)
+            with stops.graceful():  # the flow's own body takes SIGTERM over from Prefect's
+                state = flow(**parameters, return_state=True)
         finally:
             LISTENERS.remove(listener)
-        finished = state.is_completed() or state.name == PAIRS_FAILED
+        finished = state.is_completed() or state.name in (PAIRS_FAILED, INTERRUPTED)
         if finished:
             report = _own_report(output, state)
             _catch_up(advance, seen, report)
+    if finished and report["summary"].get("interrupted"):
+        return print_interrupted(output, report)
     if finished:
         return print_report(output, report, getattr(args, "json", False))
     result = state.result(raise_on_failure=False)

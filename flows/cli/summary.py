@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from flows import uri
+from flows import stops, uri
 from flows.cli import EXIT_FAILED, EXIT_OK
 from flows.prepare import Plan
 from stylecore.images import fit_shape
@@ -47,6 +48,20 @@ def print_report(output: str, report: dict[str, Any], as_json: bool = False) -> 
     if weak:
         print(f"to redo the weak ones: stylebatch rerun --weak {where}")
     return code
+
+
+def print_interrupted(output: str, report: dict[str, Any]) -> int:
+    """A run a signal stopped: one line on stderr, and 128 + the signal (130 SIGINT, 143
+    SIGTERM)."""
+    s = report["summary"]
+    where = uri.join(output, "report.json")
+    print(
+        f"stylebatch: stopped by {stops.signal_name()}: {s['interrupted']} interrupted "
+        f"(checkpointed), {s['done']} done, {s['skipped']} skipped, {s['failed']} failed; "
+        f"stylebatch rerun {where} finishes them",
+        file=sys.stderr,
+    )
+    return stops.exit_code()
 
 
 def print_plan(manifest: str, output: str, plan: Plan, as_json: bool = False) -> int:

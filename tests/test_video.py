@@ -1,0 +1,191 @@
+"""Clips: decoding and encoding, optical flow on known shifts, temporal consistency, bad clips."""
+
+from __future__ import annotations
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from conftest import noise_image
+
+from stylecore import clip, images, opticalflow, video
+from stylecore.errors import ImageError
+from stylecore.options import StyleOptions
+from stylecore.stylize import Stylizer, prepare_style, shared_weights
+
+SHIFT = (2, 1)  # the square's motion per frame, (dx, dy) pixels
+
+
+def scene(h: int, w: int, t: int, shift: tuple[int, int] = SHIFT) -> np.ndarray:
+    """Frame t of a test clip: a still texture and a two-colour square moving by `shift` a frame."""
+    frame = noise_image(h, w, seed=0)
+    side = h // 3
+    y, x = h // 4 + shift[1] * t, w // 5 + shift[0] * t
+    frame[y : y + side, x : x + side] = (230, 40, 40)
+    inner = slice(y + side // 3, y + 2 * side // 3), slice(x + side // 3, x + 2 * side // 3)
+    frame[inner] = (40, 40, 230)
+    return frame
+
+
+def clip_frames(count: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    return [scene(h, w, t) for t in range(count)]
+
+
+def write_clip(path, frames, fps: float = 12.0) -> None:
+    video.encode((np.rint(f).astype(np.uint8) for f in frames), path, fps)
+
+
+def test_flow_recovers_the_known_shift_and_the_texture_stays():
+    a, b = scene(48, 64, 0), scene(48, 64, 1)
+    backward = opticalflow.flow(b, a)  # frame 1 back to frame 0: −shift inside the square
+    y, x, side = 48 // 4 + SHIFT[1], 64 // 5 + SHIFT[0], 48 // 3
+    inside = backward[y + 4 : y + side - 4, x + 4 : x + side - 4]
+    assert np.allclose(inside.mean(axis=(0, 1)), (-SHIFT[0], -SHIFT[1]), atol=0.3)
+    still = backward[40:, :]  # rows below the square: the texture does not move
+    assert np.abs(still).mean() < 0.2
+
+
+def test_reliability_zeroes_the_uncovered_strip_and_keeps_the_still_texture():
+    pair = opticalflow.frame_pair(scene(48, 64, 0), scene(48, 64, 1))
+    y, x, side = 48 // 4 + SHIFT[1], 64 // 5 + SHIFT[0], 48 // 3
+    uncovered = pair.reliability[y + 2 : y + side - 2, x - SHIFT[0] : x]  # behind the square
+    assert uncovered.max() == 0.0
+    assert pair.reliability[40:, :].mean() > 0.95
+    assert pair.reliability.mean() > 0.8
+
+
+def test_warp_moves_pixels_by_the_flow():
+    image = noise_image(32, 32, seed=3)
+    shifted = np.roll(image, 3, axis=1)  # content moved right by 3
+    backward = np.zeros((32, 32, 2), np.float32)
+    backward[..., 0] = -3.0
+    warped = opticalflow.warp(image, backward)
+    assert np.allclose(warped[:, 3:], shifted[:, 3:], atol=1e-3)
+
+
+def test_a_clip_round_trips_through_mp4_with_its_rate_size_and_frames(tmp_path):
+    frames = clip_frames(7)
+    path = tmp_path / "clip.mp4"
+    write_clip(path, frames, fps=12)
+    info = video.probe(path)
+    assert (info.frames, info.fps, info.shape, info.audio, info.notes) == (
+        7,
+        12.0,
+        (48, 64),
+        False,
+        (),
+    )
+    decoded = list(video.read_frames(path))
+    assert len(decoded) == 7 and decoded[0].shape == (48, 64, 3)
+    luma = [opticalflow.grey(f).astype(np.float32) for f in (decoded[3], frames[3])]
+    assert np.abs(luma[0] - luma[1]).mean() < 3  # H.264 at CRF 18: close (colour at half size)
+    assert not list(tmp_path.glob(".encoding-*"))
+
+
+def test_audio_is_copied_into_the_encoded_clip(tmp_path):
+    source = tmp_path / "with-audio.mp4"
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=12:duration=1",
+         "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-shortest", "-pix_fmt", "yuv420p",
+         "-c:v", "libx264", "-c:a", "aac", str(source)],
+        check=True,
+    )  # fmt: skip
+    assert video.probe(source).audio
+    out = tmp_path / "out.mp4"
+    video.encode(
+        (f.astype(np.uint8) for f in video.read_frames(source)), out, 12.0, audio_from=source
+    )
+    info = video.probe(out)
+    assert info.audio and info.frames == 12
+
+
+def test_a_frame_folder_reads_in_natural_order(tmp_path):
+    frames = clip_frames(11)
+    for i, frame in enumerate(frames, 1):
+        (tmp_path / f"f{i}.png").write_bytes(images.encode_png(frame))
+    paths = sorted((str(p) for p in tmp_path.glob("*.png")), key=video.natural_key)
+    assert [p.rsplit("/", 1)[1] for p in paths[:3]] == ["f1.png", "f2.png", "f3.png"]
+    assert video.probe_sequence(paths).frames == 11
+    decoded = list(video.read_sequence(paths))
+    assert np.abs(decoded[9] - np.rint(frames[9])).max() <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d[: len(d) // 2], "truncated or corrupt"),
+        (lambda d: b"not a video at all" * 10, "truncated or corrupt"),
+    ],
+)
+def test_undecodable_and_truncated_clips_are_one_line_errors(tmp_path, make, expected):
+    good = tmp_path / "good.mp4"
+    write_clip(good, clip_frames(6))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(make(good.read_bytes()))
+    with pytest.raises(ImageError, match=expected) as caught:
+        video.probe(bad)
+    assert "\n" not in str(caught.value) and "bad.mp4" in str(caught.value)
+
+
+def test_too_many_frames_a_size_change_and_no_frames_are_refused(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, clip_frames(6))
+    with pytest.raises(ImageError, match=r"6 frames, more than max_frames \(5\)"):
+        video.probe(path, max_frames=5)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, frame in enumerate([*clip_frames(2), noise_image(40, 64)], 1):
+        (folder / f"{i:03d}.png").write_bytes(images.encode_png(frame))
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    with pytest.raises(ImageError, match=r"frame size changes mid-clip \(frame 3"):
+        video.probe_sequence(paths)
+    with pytest.raises(ImageError, match="no frames"):
+        video.probe_sequence([], name="empty/")
+
+
+def test_scene_cuts_split_a_clip_into_shots():
+    frames = clip_frames(4) + [noise_image(48, 64, seed=9) for _ in range(1)] + clip_frames(3)
+    assert clip.shots(frames) == [0, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def tiny_stylizer(tiny_weights):
+    options = StyleOptions(weights=str(tiny_weights), size=64, iterations=40, seed=0)
+    return options, Stylizer(shared_weights(str(tiny_weights)), options)
+
+
+def stripes() -> images.Picture:
+    xx = np.mgrid[0:64, 0:64][1]
+    wave = np.sin(xx / 3.0)[..., None] * np.array([1.0, -1.0, 0.5])
+    return images.Picture((127 + 120 * wave).astype(np.float32), None)
+
+
+def run_clip(frames, options, stylizer):
+    """(mean temporal error over frames 2…n, mean style ratio) of a clip stylized with `options`."""
+    style = stripes()
+
+    def grams_for(longest):
+        return [stylizer.grams(prepare_style(style, longest, options), options)]
+
+    results = [r for r, _ in clip.stylize_shot(frames, grams_for, options, stylizer)]
+    contents = [clip.prepare_content(images.Picture(f, None), options) for f in frames]
+    errors = [
+        opticalflow.temporal_error(
+            results[i].rgb,
+            results[i - 1].rgb,
+            opticalflow.frame_pair(contents[i - 1], contents[i]),
+        )
+        for i in range(1, len(frames))
+    ]
+    return float(np.mean(errors)), float(np.mean([r.quality["style_ratio"] for r in results]))
+
+
+def test_linked_frames_flicker_at_most_half_as_much_with_the_style_kept(tiny_stylizer):
+    options, stylizer = tiny_stylizer
+    frames = clip_frames(5)
+    independent = run_clip(frames, options.replace(temporal_weight=0.0), stylizer)
+    linked = run_clip(frames, options.replace(temporal_weight=1.0, frame_iterations=10), stylizer)
+    assert linked[0] <= 0.5 * independent[0]
+    assert linked[1] <= 1.1 * independent[1]  # the style distance is no more than 10% worse

@@ -115,3 +115,29 @@ class SeedPort:
         grad = tape.gradient(total, self.image)
         self.optimizer.apply_gradients([(grad, self.image)])
         return total
+
+
+def main(argv: list[str]) -> None:
+    """`python benchmarks/baseline.py WEIGHTS CONTENT STYLE SIZE ITERATIONS`: the port run as a
+    user's script runs it, a whole process (imports, weights, tracing, then the steps)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import square
+
+    from stylecore.weights import load_weights
+
+    weights_path, content, style, size, iterations = argv
+    port = SeedPort(
+        load_weights(weights_path), square(content, int(size)), square(style, int(size))
+    )
+    for _ in range(int(iterations)):
+        total = port.train_step()
+    print(float(total))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -20,8 +20,19 @@ import time
 import warnings
 from pathlib import Path
 
-SECTIONS = ("per-iteration", "quality", "batch", "overhead", "memory")
+SECTIONS = (
+    "per-iteration",
+    "user",
+    "precision",
+    "convergence",
+    "start",
+    "quality",
+    "batch",
+    "overhead",
+    "memory",
+)
 HERE = Path(__file__).resolve().parent
+TEXT_ARGS = ("sizes", "user_counts", "precision_sizes", "precision_iterations")
 # (full, --quick) defaults; any flag given on the command line wins over both.
 DEFAULTS = {
     "sizes": ("128,256,512", "64,128"),
@@ -36,6 +47,14 @@ DEFAULTS = {
     "batch_iterations": (100, 10),
     "memory_size": (512, 512),
     "memory_iterations": (5, 2),
+    "user_size": (256, 128),
+    "user_counts": ("10,40", "5,15"),
+    "user_repeats": (2, 1),
+    "precision_sizes": ("256,512", "128"),
+    "precision_iterations": ("300,200", "100"),
+    "convergence_size": (256, 128),
+    "convergence_iterations": (300, 100),
+    "start_repeats": (3, 2),
 }
 
 
@@ -53,14 +72,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="a checkout of anishathalye/neural-style: time its own code in section 1 too",
     )
     for name, (full, quick) in DEFAULTS.items():
-        kind = str if name == "sizes" else int
+        kind = str if name in TEXT_ARGS else int
         text = f"default {full}, --quick {quick}"
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     args = p.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-    args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
+    for name in TEXT_ARGS:
+        setattr(args, name, [int(s) for s in str(getattr(args, name)).split(",") if s])
     args.only = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
     if args.weights and not Path(args.weights).is_file():
         p.error(f"--weights {args.weights}: no such file")
@@ -97,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
 def run_sections(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
     """Each selected section in turn; printed as it finishes, collected for the files."""
     import batch_pairs
+    import convergence
     import per_iteration
+    import precision
     import time_to_quality
+    import user_way
     from common import machine, machine_line, synthetic_vgg19
 
+    from stylecore.options import DEFAULTS
     from stylecore.weights import UnknownReleaseWarning
+
+    tolerance = DEFAULTS.tolerance or None  # the option's default, shown in the table
 
     warnings.filterwarnings("ignore", category=UnknownReleaseWarning)
     weights = str(Path(args.weights).resolve()) if args.weights else str(synthetic_vgg19(work))
@@ -122,6 +148,36 @@ def run_sections(args: argparse.Namespace, work: Path) -> tuple[dict, list[str]]
             weights, args.sizes, args.warmup, args.repeats, args.neural_style, work
         )
         emit(f"1. Seconds per iteration — {label}", "per_iteration", per_iteration.render(raw), raw)
+    if "user" in args.only:
+        counts = (args.user_counts[0], args.user_counts[-1])
+        raw = user_way.per_iteration(
+            work / "user", weights, args.user_size, counts, args.user_repeats
+        )
+        body = user_way.render_per_iteration(raw, results.get("per_iteration"))
+        emit("1b. Per iteration as a user meets it (whole processes)", "user", body, raw)
+    if "precision" in args.only:
+        its = dict(zip(args.precision_sizes, args.precision_iterations, strict=False))
+        its = {s: its.get(s, args.precision_iterations[-1]) for s in args.precision_sizes}
+        raw = precision.measure(args.precision_sizes, its, ("lbfgs", "adam"), work / "images")
+        emit("1c. bfloat16 against float32 (vgg16-hed)", "precision", precision.render(raw), raw)
+    if "convergence" in args.only:
+        raw = convergence.measure(
+            args.convergence_size,
+            args.convergence_iterations,
+            "lbfgs",
+            work / "images",
+            show=tolerance,
+        )
+        body = convergence.render(raw, tolerance)
+        emit(
+            "1d. A varied 8-pair batch, with and without stopping when converged",
+            "convergence",
+            body,
+            raw,
+        )
+    if "start" in args.only:
+        raw = user_way.start(work / "start", "vgg16-hed", 64, 5, args.start_repeats)
+        emit("1e. A batch's start: one pair", "start", user_way.render_start(raw), raw)
     if "quality" in args.only:
         raw = time_to_quality.measure(
             args.quality_size, args.seed_iterations, args.levels_iterations, args.every

@@ -62,7 +62,10 @@ def check(where: str = "") -> None:
 
 def _handle(signum: int, frame) -> None:
     if requested():  # the second signal: at once
-        print(f"stylebatch: {signal.Signals(signum).name} again: stopped at once", file=sys.stderr)
+        # on a line of its own: the signal may have come in the middle of a log line
+        print(
+            f"\nstylebatch: {signal.Signals(signum).name} again: stopped at once", file=sys.stderr
+        )
         sys.stderr.flush()
         os._exit(128 + signum)
     request(signum)  # quietly: the run ends with one line that says what was stopped

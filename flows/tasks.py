@@ -231,7 +231,7 @@ def _logging(logger, options: StyleOptions) -> Callable[[Iteration], None]:
         if step.iteration % every == 0 or step.iteration == options.iterations:
             losses = {k: float(v[0]) for k, v in step.losses.items()}
             logger.info(
-                "iteration %d/%d at %d×%d: loss %.4g (content %.4g, style %.4g, tv %.4g), %.1f s",
+                "iteration %d/%d at %d×%d: loss %.4g (content %.4g, style %.4g, tv %.4g), %.2f s",
                 step.iteration,
                 options.iterations,
                 step.shape[1],

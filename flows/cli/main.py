@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)  # Prefect's run loggers propagate INFO here; the UI has them
+    # Prefect's run loggers propagate INFO here; the UI has them. The terminal shows warnings,
+    # or what Prefect's own console level says (INFO: each pair's progress, every tenth iteration)
+    level = os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING").upper()
+    handler.setLevel(level if level in logging.getLevelNamesMapping() else logging.WARNING)
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
     )

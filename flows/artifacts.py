@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -66,6 +67,38 @@ class Progress:
         self.finished += 1
         if self.id is not None:
             _quietly(update_progress_artifact, self.id, 100.0 * self.finished / self.total)
+
+
+class ClipProgress:
+    """A progress artifact over one clip's frames, shared by its shots (threads); silent outside
+    a flow run."""
+
+    def __init__(self, output: str, label: str, total: int, done: int = 0):
+        self.total, self.done, self._lock = max(total, 1), done, threading.Lock()
+        self.id: UUID | None = _quietly(
+            create_progress_artifact,
+            100.0 * done / self.total,
+            key=artifact_key("clip", output),
+            description=f"frames of {label} ({total})",
+        )
+
+    def advance(self, _index: int | None = None) -> None:
+        with self._lock:
+            self.done += 1
+            percent = 100.0 * self.done / self.total
+        if self.id is not None:
+            _quietly(update_progress_artifact, self.id, percent)
+
+
+def publish_clip_link(output: str, label: str, frames: int) -> None:
+    """A markdown artifact linking a finished clip (a presigned link for s3:// outputs)."""
+    link = _link(output, link_expiry()) if uri.is_s3(output) else output
+    _quietly(
+        create_markdown_artifact,
+        f"**{label}**: {frames} frames → [{uri.name(output)}]({link})",
+        key=artifact_key("clip-link", output),
+        description=f"finished clip {label}",
+    )
 
 
 def publish_artifacts(report: dict[str, Any], presign_seconds: int | None = None) -> None:

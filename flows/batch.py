@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import devices, events, prepare, report, stops, uri
 from flows.artifacts import Progress
+from flows.clips import stylize_clips
 from flows.featurecache import default_root
 from flows.model import Job
 from flows.prepare import Run
@@ -139,7 +140,11 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     for outcome in outcomes:
         _notify(outcome.to_dict(), listeners)
     batch_size = run.batch_size or default_batch_size()
-    results = _stylize(runnable, cache_root, run.force, batch_size, logger, listeners)
+    stills = [job for job in runnable if not job.frames]
+    results = _stylize(stills, cache_root, run.force, batch_size, logger, listeners)
+    for line in stylize_clips([job for job in runnable if job.frames], cache_root, run.force):
+        results.append(line)
+        _notify(line, listeners)
     document = report.build(
         run_id=str(flow_run.get_id() or report.new_run_id()),
         manifest=run.manifest,

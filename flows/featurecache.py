@@ -1,4 +1,4 @@
-"""The style-feature cache: Gram targets per style layer, keyed by everything that shapes them."""
+"""The feature cache: style Grams keyed by everything that shapes them, and clips' optical flow."""
 
 from __future__ import annotations
 
@@ -109,3 +109,38 @@ def grams_source(
         return grams_for
 
     return for_options
+
+
+def flow_key(previous: np.ndarray, current: np.ndarray, method: str) -> str:
+    """A key for the flow between two working-size content frames: their pixels and the method."""
+    digest = hashlib.sha256(f"{FORMAT}:{method}:{previous.shape}".encode())
+    for frame in (previous, current):
+        digest.update(np.ascontiguousarray(frame, np.float32).tobytes())
+    return digest.hexdigest()[:32]
+
+
+class FlowCache:
+    """Optical flow between a clip's content frames, one `.npz` per frame pair under
+    `<root>/flow/`: a rerun, a resumed shot or another style of the same clip reads it back."""
+
+    def __init__(self, root: str | None = None):
+        self.root = uri.join(root or default_root(), "flow")
+
+    def get_or_compute(
+        self, previous: np.ndarray, current: np.ndarray, compute: Callable, method: str
+    ):
+        """The cached (backward, reliability) of two frames, else `compute(previous, current)`'s,
+        stored first; an unreadable entry is computed again."""
+        where = uri.join(self.root, flow_key(previous, current, method) + ".npz")
+        if storage.exists(where):
+            try:
+                with np.load(io.BytesIO(storage.read_bytes(where)), allow_pickle=False) as a:
+                    return a["backward"].astype(np.float32), a["reliability"].astype(np.float32)
+            except (OSError, KeyError, ValueError):
+                pass
+        backward, reliability = compute(previous, current)
+        stored = backward.astype(np.float16)  # returned as stored: a rerun reads the same values
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, backward=stored, reliability=reliability.astype(np.uint8))
+        storage.write_bytes(where, buffer.getvalue())
+        return stored.astype(np.float32), reliability.astype(np.float32)

@@ -105,6 +105,9 @@ class Probe:
     shape: tuple[int, int] = (0, 0)  # (H, W), upright
     error: str | None = None
     notes: tuple[str, ...] = ()  # what decoding changed: "animated GIF: used the first of 3 frames"
+    frames: int = 0  # a clip's frame count; 0: a still image
+    fps: float = 0.0  # a clip's frame rate
+    audio: bool = False  # a clip with an audio track (copied into the encoded output)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class Job:
     shape: tuple[int, int]  # the content's working shape (H, W): jobs batch only when equal
     root: str = ""  # the output root: writes stay inside it
     notes: tuple[str, ...] = ()  # the styles' decoding notes, for the sidecar
+    frames: int = 0  # a clip's frame count (output: the encoded video); 0: a still image
+    fps: float = 0.0
+    audio: bool = False
 
     @property
     def sidecar(self) -> str:

@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from typing import Any
 from flows import outputs, storage, uri
 from flows.featurecache import feature_key
 from flows.manifest import Manifest, load_manifest
+from flows.manifest.validate import CLIP_OUTPUTS
 from flows.model import Job, Outcome, Pair, Probe, StyleInput
 from flows.outputs import sha256
+from flows.storage import clipsource
 from stylecore import images
 from stylecore.errors import ImageError, StyleError
 from stylecore.images import fit_shape
@@ -147,6 +150,8 @@ def probe(where: str, logger: logging.Logger = log) -> Probe:
     """An input's sha256 and pixel shape, or the one-line cause it cannot be used; a cause that
     concerns the whole run (a missing bucket, no credentials) is raised."""
     try:
+        if clipsource.is_clip(where):
+            return clipsource.probe(where)  # decoded once here: frames, rate, audio
         data = storage.read_bytes(where)
         picture = images.decode(data, where)  # decoded once here: bad images fail early
     except storage.NotFoundError:
@@ -199,6 +204,9 @@ def unusable(pair: Pair, probes: dict[str, Probe], networks: Networks) -> str | 
     for role, where in pair.inputs():
         if probes[where].error:
             return f"{role} '{where}': {probes[where].error}"
+    clip = clip_problem(pair, probes[pair.content])
+    if clip:
+        return f"content '{pair.content}': {clip}"
     o = pair.options
     spec = resolve_spec(o.network, o.weights)
     if spec in networks.errors:
@@ -213,6 +221,23 @@ def unusable(pair: Pair, probes: dict[str, Probe], networks: Networks) -> str | 
         small = _too_small(probes[where].shape, role, o, least)
         if small:
             return f"{role} '{where}': {small}"
+    return None
+
+
+def clip_problem(pair: Pair, content: Probe) -> str | None:
+    """Why a clip row cannot run (more frames than max_frames, an output that is not a video), or
+    an image row (an output named as a video)."""
+    suffix = posixpath.splitext(pair.output or "")[1].lower()
+    if not content.frames:
+        video = suffix in CLIP_OUTPUTS
+        return f"a still image; its output cannot be a video ('{suffix}')" if video else None
+    if content.frames > pair.options.max_frames:
+        return (
+            f"{content.frames} frames, more than max_frames ({pair.options.max_frames}): "
+            "raise --max-frames or cut the clip"
+        )
+    if pair.output and suffix not in CLIP_OUTPUTS:
+        return f"a clip's output is a video ({', '.join(CLIP_OUTPUTS)}), not '{suffix}'"
     return None
 
 
@@ -253,7 +278,9 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
     content_sha = probes[pair.content].sha256
     key = pair_key(content_sha, styles, options, weights_checksum)
     names = "+".join(uri.stem(s.uri) for s in styles[:3]) + ("+more" if len(styles) > 3 else "")
-    name = pair.output or f"{uri.stem(pair.content)}__{names}__{key}.png"
+    probe = probes[pair.content]
+    ext = ".mp4" if probe.frames else ".png"
+    name = pair.output or f"{uri.stem(pair.content)}__{names}__{key}{ext}"
     keys = {
         longest: tuple(
             feature_key(s.sha256, weights_checksum, options, style_size(longest, options))
@@ -274,7 +301,10 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         label=f"{uri.stem(pair.content)} × {names}",
         shape=shape,
         root=output_root,
-        notes=_upscaled(probes[pair.content].shape, shape) + notes,
+        notes=_upscaled(probe.shape, shape) + probe.notes * bool(probe.frames) + notes,
+        frames=probe.frames,
+        fps=probe.fps,
+        audio=probe.audio,
     )
 
 

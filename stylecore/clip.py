@@ -70,8 +70,12 @@ def stylize_frame(
     if not linked:
         return optimize(picture, grams_for, o, stylizer, None, on_step)
     warped = opticalflow.warp(previous.stylized.astype(np.float32), pair.backward)
+    # Where the flow is unreliable (uncovered background, boundaries) start from the content: a
+    # warped start there smeared a moving object into a trail, which the temporal loss then kept.
+    c = pair.reliability[..., None]
+    start = c * warped + (1.0 - c) * prepare_content(picture, o)
     temporal = Temporal(warped, pair.reliability)
-    return optimize(picture, grams_for, o, stylizer, None, on_step, start=warped, temporal=temporal)
+    return optimize(picture, grams_for, o, stylizer, None, on_step, start=start, temporal=temporal)
 
 
 def stylize_shot(

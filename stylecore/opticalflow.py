@@ -75,7 +75,9 @@ def reliability(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     dv = np.gradient(backward[..., 1])
     gradient = sum(np.square(d) for d in (*du, *dv))
     boundary = gradient > BOUNDARY[0] * np.sum(np.square(backward), axis=-1) + BOUNDARY[1]
-    return (~(occluded | boundary)).astype(np.float32)
+    reliable = (~(occluded | boundary)).astype(np.uint8)
+    # One pixel more of doubt around every unreliable region: its edge is where the flow blurs.
+    return cv2.erode(reliable, np.ones((3, 3), np.uint8)).astype(np.float32)
 
 
 def frame_pair(previous: np.ndarray, current: np.ndarray) -> FramePair:

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,8 +130,14 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
         reader.close()
 
 
-def probe_sequence(paths: Sequence[str], max_frames: int | None = None, name: str = "") -> ClipInfo:
-    """A frame sequence's count and shape (every frame decoded once), or a one-line ImageError."""
+def probe_sequence(
+    paths: Sequence[str],
+    max_frames: int | None = None,
+    name: str = "",
+    read: Callable[[str], images.Picture] = images.read_path,
+) -> ClipInfo:
+    """A frame sequence's count and shape (every frame decoded once by `read`), or a one-line
+    ImageError."""
     name = name or (os.path.dirname(paths[0]) if paths else "frames")
     if not paths:
         raise ImageError(f"{name}: no frames (no image files found)")
@@ -142,7 +148,7 @@ def probe_sequence(paths: Sequence[str], max_frames: int | None = None, name: st
         )
     first = None
     for index, path in enumerate(paths):
-        shape = images.read_path(path).rgb.shape[:2]
+        shape = read(path).rgb.shape[:2]
         first = first or shape
         if shape != first:
             raise ImageError(
@@ -152,10 +158,12 @@ def probe_sequence(paths: Sequence[str], max_frames: int | None = None, name: st
     return ClipInfo(len(paths), DEFAULT_FPS, first, False)
 
 
-def read_sequence(paths: Sequence[str]) -> Iterator[np.ndarray]:
+def read_sequence(
+    paths: Sequence[str], read: Callable[[str], images.Picture] = images.read_path
+) -> Iterator[np.ndarray]:
     """A frame sequence's frames, in the given order, each (H, W, 3) float32 0…255."""
     for path in paths:
-        yield images.composite(images.read_path(path))
+        yield images.composite(read(path))
 
 
 def encode(

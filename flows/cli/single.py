@@ -9,14 +9,19 @@ import time
 
 import numpy as np
 
-from flows import storage
+from flows import clips, prepare, storage, uri
 from flows.cli.flags import options_from_args
-from flows.cli.progress import download_bar, iteration_bar
+from flows.cli.progress import download_bar, iteration_bar, pair_bar
+from flows.featurecache import default_root
+from flows.manifest.validate import CLIP_OUTPUTS
+from flows.model import Pair, StyleRef
 from flows.outputs import dumps, sha256, sidecar
+from flows.storage import clipsource
 from flows.uri import sidecar_of
 from stylecore import images
 from stylecore.errors import ImageError
 from stylecore.network import FeatureNet, extract
+from stylecore.options import StyleOptions
 from stylecore.stylize import shared_stylizer, stylize
 from stylecore.weights import describe, load_weights, resolve_spec, sample_image, top_classes
 
@@ -33,6 +38,8 @@ def read_picture(uri: str, role: str) -> tuple[images.Picture, str]:
 def stylize_command(args: argparse.Namespace) -> int:
     """`stylebatch stylize`: one pair, a progress bar, OUT and its sidecar."""
     options = options_from_args(args)
+    if _is_clip(args.content, args.output):
+        return stylize_clip_command(args, options)
     suffix = posixpath.splitext(args.output)[1].lower() or ".png"
     content, content_sha = read_picture(args.content, "content")
     styles = [read_picture(uri, "style") for uri in args.styles]
@@ -60,6 +67,47 @@ def stylize_command(args: argparse.Namespace) -> int:
         f"(content {final['content']:.4g}, style {final['style']:.4g}, tv {final['tv']:.4g})"
     )
     return 0
+
+
+def _is_clip(content: str, output: str) -> bool:
+    """A clip: a video, a frame folder or glob; an animated GIF when the output is a video."""
+    gif = content.lower().endswith(".gif") and output.lower().endswith(CLIP_OUTPUTS)
+    return gif or clipsource.is_clip(content)
+
+
+def stylize_clip_command(args: argparse.Namespace, options: StyleOptions) -> int:
+    """`stylebatch stylize CLIP STYLE -o OUT.mp4`: OUT's frames under OUT/ (a rerun resumes at the
+    first missing frame), OUT encoded at the source's rate with its audio, OUT's sidecar."""
+    content, output = uri.absolute(args.content), uri.absolute(args.output)
+    if not output.lower().endswith(CLIP_OUTPUTS):
+        raise ImageError(f"output '{args.output}': a clip's output is a video (.mp4)")
+    styles = [uri.absolute(s) for s in args.styles]
+    probes = {content: _clip_probe(content), **prepare.probe_all(styles)}
+    pair = Pair(
+        0, content, tuple(StyleRef(s, None) for s in styles), uri.name(output), options, {}, {}
+    )
+    problem = prepare.clip_problem(pair, probes[content]) or next(
+        (f"style '{s}': {probes[s].error}" for s in styles if probes[s].error), None
+    )
+    if problem:
+        raise ImageError(problem)
+    weights = shared_stylizer(options).weights
+    job = prepare.make_job(pair, probes, uri.parent(output), weights.checksum)
+    cache = args.feature_cache if getattr(args, "feature_cache", None) else default_root()
+    with pair_bar(job.frames, quiet=args.quiet) as advance:
+        line = clips.run_clip(job, cache, True, lambda i: advance(f"frame {i + 1}"))
+    print(
+        f"wrote {args.output} ({job.frames} frames at {job.fps:g} fps) and its frames under "
+        f"{posixpath.splitext(args.output)[0]}/ in {line['seconds']:.1f} s"
+    )
+    return 0
+
+
+def _clip_probe(content: str):
+    try:
+        return clipsource.probe(content)
+    except storage.NotFoundError as exc:
+        raise ImageError(f"content '{content}' not found") from exc
 
 
 def features_command(args: argparse.Namespace) -> int:

@@ -213,13 +213,21 @@ def _weight(name: str, value: Any) -> float:
     return weight
 
 
+CLIP_OUTPUTS = (".mp4",)  # a clip row's output may name its encoded video (frames go beside it)
+
+
 def _output(value: Any) -> str | None:
     if blank(value):
         return None
     if not isinstance(value, str):
         raise bad("output", f"expected a relative path, got {kind_of(value)}")
+    text = value.strip()
+    stem, dot, suffix = text.rpartition(".")
+    video = dot and f".{suffix.lower()}" in CLIP_OUTPUTS and "/" not in suffix
     try:
-        return safe_output_name(value.strip())
+        if video:  # a clip's encoded output: checked like an image's name, its suffix kept
+            return safe_output_name(f"{stem}.png")[: -len(".png")] + f".{suffix}"
+        return safe_output_name(text)
     except ValueError as exc:
         raise bad("output", str(exc)) from exc
 

@@ -1,0 +1,299 @@
+"""Clips in a batch: a clip's shots as tasks, frames in order with per-frame resume, then the
+frames folder's encoded video (the source's rate and audio), its sidecar and a progress artifact.
+
+A clip's output `NAME.mp4` has its frames under `NAME/` (`000001.png` … each with its `.json`);
+a frame is finished when both are there, and is never written again: a killed run resumes at a
+shot's first missing frame, warping from the last finished one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import posixpath
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import devices, outputs, storage, uri
+from flows.artifacts import ClipProgress, publish_clip_link
+from flows.featurecache import FeatureCache, FlowCache, grams_source
+from flows.model import Job
+from flows.report import error_text
+from flows.storage import clipsource
+from flows.tasks import transient
+from stylecore import clip, images, opticalflow, video
+from stylecore.errors import ImageError, StyleError, cause
+from stylecore.opticalflow import FramePair
+from stylecore.stylize import prepare_content, shared_stylizer
+
+STRIP = 3  # frames the report names for the contact sheet's strip
+
+
+def frame_uri(job: Job, index: int) -> str:
+    """Where frame `index` (0-based) of a clip's output goes: NAME/000001.png …"""
+    digits = max(6, len(str(job.frames)))
+    return uri.join(posixpath.splitext(job.output)[0], f"{index + 1:0{digits}d}.png")
+
+
+def frame_done(job: Job, index: int) -> bool:
+    """A frame is finished when its image and its sidecar are both there (sidecar written last)."""
+    return storage.exists(uri.sidecar_of(frame_uri(job, index)))
+
+
+def plan_shots(job: Job) -> list[tuple[int, int]]:
+    """The clip's shots as [start, stop) frame ranges, split at scene cuts."""
+    options = job.style_options()
+    small = (
+        prepare_content(images.Picture(f, None), options.replace(size=64))
+        for f in clipsource.read_frames(job.content)
+    )
+    starts = clip.shots(small)
+    return list(zip(starts, [*starts[1:], job.frames], strict=True))
+
+
+def run_shot(
+    job: Job, start: int, stop: int, cache_root: str, on_frame: Callable[[int], None] = print
+) -> int:
+    """Stylize a shot's missing frames in order, each published as it finishes; how many were
+    stylized. A failed frame raises one line naming it."""
+    first = next((i for i in range(start, stop) if not frame_done(job, i)), stop)
+    if first == stop:
+        return 0
+    options = job.style_options()
+    flows = FlowCache(cache_root)
+    with devices.pool().acquire() as device:
+        stylizer = shared_stylizer(options, device)
+        grams = grams_source(FeatureCache(cache_root), job.styles, job.feature_keys, stylizer)
+        grams_for = grams(options)
+        frames = clipsource.read_frames(job.content, first - 1 if first > start else first)
+        previous = _previous(job, first, frames, options) if first > start else None
+        for index in range(first, stop):
+            frame = next(frames, None)
+            if frame is None:
+                raise ImageError(f"frame {index + 1}: the clip ended early (was it changed?)")
+            content = prepare_content(images.Picture(frame, None), options)
+            pair = None
+            if previous is not None and options.temporal_weight > 0:
+                arrays = flows.get_or_compute(previous.content, content, _pair, opticalflow.METHOD)
+                pair = FramePair(*arrays)
+            try:
+                result = clip.stylize_frame(frame, grams_for, options, stylizer, previous, pair)
+            except StyleError as exc:
+                raise type(exc)(f"frame {index + 1}: {exc}") from None
+            except Exception as exc:  # not ours: still one line naming the frame
+                raise StyleError(f"frame {index + 1}: {cause(exc)}") from exc
+            _publish_frame(job, index, result, pair is not None)
+            previous = clip.Previous(content, result.rgb.astype(np.float32))
+            on_frame(index)
+    return stop - first
+
+
+def _pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pair = opticalflow.frame_pair(previous, current)
+    return pair.backward, pair.reliability
+
+
+def _previous(job: Job, first: int, frames: Iterator[np.ndarray], options) -> clip.Previous:
+    """The last finished frame before `first`: its content and its stylized pixels, read back."""
+    content = prepare_content(images.Picture(next(frames), None), options)
+    stylized = clipsource.decode(frame_uri(job, first - 1)).rgb
+    return clip.Previous(content, stylized)
+
+
+def _publish_frame(job: Job, index: int, result, linked: bool) -> None:
+    """A frame's PNG, then its sidecar (losses, scores, time): written once."""
+    where = frame_uri(job, index)
+    record = {
+        "frame": index + 1,
+        "linked": linked,  # started from the previous frame warped, with the temporal loss
+        "iterations": len(result.history),
+        "seconds": round(result.seconds, 3),
+        "losses": result.history[-1] if result.history else {},
+        "quality": result.quality,
+    }
+    png = images.encode_png(result.rgb)
+    inside = job.root or None
+    outputs.publish(where, png, uri.sidecar_of(where), outputs.dumps(record), inside)
+
+
+def finish(job: Job, weights, notes: list[str], force: bool) -> tuple[str, dict]:
+    """Encode the finished frames (the source's rate and audio) and write the clip's sidecar:
+    ('done' | 'skipped', the sidecar). Every frame must be finished."""
+    missing = next((i for i in range(job.frames) if not frame_done(job, i)), None)
+    if missing is not None:
+        raise StyleError(f"frame {missing + 1} of {job.frames} is not finished")
+    records = [
+        json.loads(storage.read_bytes(uri.sidecar_of(frame_uri(job, i)))) for i in range(job.frames)
+    ]
+    data = _encoded(job)
+    document = _sidecar(job, weights, records, notes)
+    document["output_sha256"] = outputs.sha256(data)
+    body, inside = outputs.dumps(document), job.root or None
+    if force:
+        storage.write_bytes(job.output, data, inside=inside)
+        storage.write_bytes(job.sidecar, body, inside=inside)
+        return "done", document
+    published = outputs.publish(job.output, data, job.sidecar, body, inside)
+    return ("done" if published else "skipped"), document
+
+
+def _encoded(job: Job) -> bytes:
+    """The frames as one video file's bytes, encoded in a temporary folder."""
+    suffix = posixpath.splitext(job.output)[1].lower() or ".mp4"
+    frames = (clipsource.decode(frame_uri(job, i)).rgb.astype(np.uint8) for i in range(job.frames))
+    with tempfile.TemporaryDirectory(prefix="stylebatch-encode-") as folder:
+        target = os.path.join(folder, "clip" + suffix)
+        if job.audio and clipsource.frame_uris(job.content) is None:
+            with clipsource.local_copy(job.content) as source:
+                video.encode(frames, target, job.fps, audio_from=source)
+        else:
+            video.encode(frames, target, job.fps)
+        with open(target, "rb") as file:
+            return file.read()
+
+
+def _sidecar(job: Job, weights, records: list[dict], notes: list[str]) -> dict:
+    options = job.style_options()
+    return {
+        "row": job.row,
+        "content": {"uri": job.content, "sha256": job.content_sha},
+        "styles": [{"uri": s.uri, "sha256": s.sha256, "weight": s.weight} for s in job.styles],
+        "output": job.output,
+        "frames_folder": posixpath.splitext(job.output)[0],
+        "frames": job.frames,
+        "fps": job.fps,
+        "audio": job.audio,
+        "size": list(job.shape),
+        "flow": opticalflow.METHOD,
+        "options": options.to_dict(),
+        "network": outputs.network_info(weights),
+        "per_frame": records,  # each frame's losses, scores, iterations and seconds
+        "seconds": round(sum(r["seconds"] for r in records), 3),
+        "notes": notes,
+        "versions": outputs.versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def strip(job: Job) -> list[str]:
+    """Frames for the contact sheet's strip: first, middle, last."""
+    picks = sorted({0, job.frames // 2, job.frames - 1})[:STRIP]
+    return [frame_uri(job, i) for i in picks]
+
+
+def frames_done(job: Job) -> int:
+    """How many of a clip's frames are finished."""
+    return sum(frame_done(job, i) for i in range(job.frames))
+
+
+def run_clip(job: Job, cache_root: str, force: bool, on_frame: Callable[[int], None]) -> dict:
+    """A whole clip in this process, shot after shot (the CLI's `stylize`): its report line."""
+    started = time.perf_counter()
+    for start, stop in plan_shots(job):
+        run_shot(job, start, stop, cache_root, on_frame)
+    weights = shared_stylizer(job.style_options()).weights
+    status, document = finish(job, weights, list(job.notes), force)
+    return outcome(job, status, time.perf_counter() - started, document)
+
+
+def outcome(
+    job: Job, status: str, seconds: float, document: dict | None = None, error=None
+) -> dict:
+    """A clip's report line: its outcome plus frames done/total and the strip's frames."""
+    line = job.outcome(status, error, seconds=round(seconds, 3), notes=list(job.notes)).to_dict()
+    line["frames"] = {"done": frames_done(job), "total": job.frames}
+    line["strip"] = strip(job)
+    if document:
+        line["losses"] = document["per_frame"][-1]["losses"]
+    return line
+
+
+# --- the flow's tasks ---------------------------------------------------------------------------
+
+
+@task(name="clip-shots", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=transient, task_run_name="shots of {label}")  # fmt: skip
+def shots_task(job: Job, label: str) -> list[tuple[int, int]]:
+    """A clip's shots, split at scene cuts."""
+    return plan_shots(job)
+
+
+@task(name="stylize-shot", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient, task_run_name="{label}")  # fmt: skip
+def shot_task(job: Job, start: int, stop: int, cache_root: str, label: str) -> int:
+    """One shot's missing frames, in order."""
+    progress = _PROGRESS.get(job.output)
+    return run_shot(job, start, stop, cache_root, progress.advance if progress else _ignore)
+
+
+@task(name="encode-clip", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=transient, task_run_name="encode {label}")  # fmt: skip
+def finish_task(job: Job, force: bool, seconds: float, label: str) -> dict:
+    """The finished frames encoded, the clip's sidecar; its report line."""
+    weights = shared_stylizer(job.style_options()).weights
+    status, document = finish(job, weights, list(job.notes), force)
+    publish_clip_link(job.output, job.label, job.frames)
+    get_run_logger().info("row %d %s: %s (%d frames)", job.row, status, job.output, job.frames)
+    return outcome(job, status, seconds, document)
+
+
+def _ignore(_index: int) -> None:
+    return None
+
+
+_PROGRESS: dict[str, ClipProgress] = {}  # by output: the shots of a clip share one artifact
+
+
+def stylize_clips(jobs: list[Job], cache_root: str, force: bool) -> Iterator[dict]:
+    """Every clip's shots as parallel tasks (frames within a shot in order), then each clip's
+    encoding; yields each clip's report line. A failed frame fails its clip; its other shots
+    still finish."""
+    started = time.perf_counter()
+    planned = {job.output: shots_task.submit(job, _label(job)) for job in jobs}
+    running: dict[str, list] = {}
+    for job in jobs:
+        _PROGRESS[job.output] = ClipProgress(job.output, job.label, job.frames, frames_done(job))
+        try:
+            shots = planned[job.output].result()
+        except Exception as exc:
+            running[job.output] = [exc]
+            continue
+        running[job.output] = [
+            shot_task.submit(job, a, b, cache_root, f"{_label(job)} frames {a + 1}–{b}")
+            for a, b in shots
+        ]
+    for job in jobs:
+        errors = [_error(f) for f in running[job.output]]
+        _PROGRESS.pop(job.output, None)
+        error = next((e for e in errors if e), None)
+        seconds = time.perf_counter() - started
+        if error:
+            yield outcome(job, "failed", seconds, error=f"content '{job.content}': {error}")
+            continue
+        try:
+            yield finish_task.submit(job, force, seconds, _label(job)).result()
+        except Exception as exc:
+            yield outcome(
+                job, "failed", seconds, error=f"content '{job.content}': {error_text(exc)}"
+            )
+
+
+def _error(future) -> str | None:
+    """A shot's one-line error, or None when it finished."""
+    if isinstance(future, BaseException):
+        return error_text(future)
+    try:
+        future.result()
+    except Exception as exc:
+        return error_text(exc)
+    return None
+
+
+def _label(job: Job) -> str:
+    return f"row {job.row}: {job.label}"

@@ -1,5 +1,7 @@
 """Hardening, runtime: runs killed with SIGKILL, two runs on one output root, full and read-only
-disks, links leading out, out of memory, an unreachable Prefect API, and no secret in any log.
+disks (a real tmpfs where one can be mounted, and everywhere a file size limit, which fails writes
+the same way without root), links leading out, out of memory, an unreachable Prefect API, and no
+secret in any log.
 
 `stylebatch run` runs here as a user runs it, in its own process (against the session's Prefect
 server), where a test needs to kill it, race it, or limit its memory.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -271,7 +274,8 @@ def test_a_link_leading_out_of_the_output_root_is_refused_before_anything_is_mad
 
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str):
-    """A real tmpfs mounted at `path` (needs root); the test is skipped where none can be."""
+    """A real tmpfs mounted at `path` (needs root); the test is skipped where none can be: the
+    file size limit's variant of it runs there."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
@@ -284,43 +288,104 @@ def tmpfs(path: Path, options: str):
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """This process's files cannot grow past `limit` bytes (RLIMIT_FSIZE, no privilege needed):
+    a write past it fails with EFBIG as one on a full disk fails with ENOSPC (Python ignores
+    SIGXFSZ). Lifted after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@contextlib.contextmanager
+def little_room(where: Path, how: str):
+    """Where a file over about 4 KiB cannot be written, and the cause its error ends with: a real
+    tmpfs with 4 KiB left, or (anywhere: no mount, no root) a 16 KiB file size limit."""
+    if how == "tmpfs":
+        with tmpfs(where, "size=16k"):
+            filler = where / "filler"
+            filler.write_bytes(bytes(12 * 1024))  # 3 of 4 pages: room for one small file
+            yield "no space left on device"
+            filler.unlink()
+    else:
+        where.mkdir(parents=True, exist_ok=True)
+        with file_size_limit(16 * 1024):
+            yield "file too large"
+
+
+def write_big_and_small(folder: Path) -> Path:
+    """Rows 2 and 3: random pixels at 96 px into full/ (PNGs of ~27 KB); row 4: a smooth image at
+    32 px into the root (a few KB)."""
+    manifest = write_batch(folder, 3)
+    rng = np.random.default_rng(5)
+    for k in (0, 1):
+        noise = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(folder / f"c{k}.png")
+    rows = ["content,style,output,size", "c0.png,s.png,full/a.png,96"]
+    rows += ["c1.png,s.png,full/b.png,96", "c2.png,s.png,,32"]
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "file size limit"])
 def test_a_full_disk_fails_the_pairs_written_there_and_nothing_is_half_written(
-    tmp_path, tiny_weights, capsys
+    tmp_path, tiny_weights, capsys, how
 ):
     out = tmp_path / "out"
-    manifest = write_batch(tmp_path / "in", 3, outputs={0: "full/a.png", 1: "full/b.png"})
+    manifest = write_big_and_small(tmp_path / "in")
     args = cli_args(manifest, out, tiny_weights, size=32, iterations=2)
-    with tmpfs(out / "full", "size=16k"):
-        filler = out / "full" / "filler"
-        filler.write_bytes(bytes(12 * 1024))  # 3 of 4 pages: room for one small file, no more
+    main(["run", "--dry-run", *args[1:]])  # the weights' conversion cache: written before
+    with little_room(out / "full", how) as cause:
         code = main(args)
         report = json.loads((out / "report.json").read_text())
         statuses = {p["row"]: (p["status"], p["error"]) for p in report["pairs"]}
-        assert code == 1 and statuses[4][0] == "done"
+        assert code == 1 and statuses[4][0] == "done", statuses
         for row in (2, 3):
             status, error = statuses[row]
-            assert status == "failed" and error.endswith(": no space left on device"), error
+            assert status == "failed" and error.endswith(f": {cause}"), error
             assert error.startswith(str(out / "full"))
-        assert sorted(p.name for p in (out / "full").iterdir()) == ["filler"]  # nothing half-done
-        filler.unlink()
-        assert main(["rerun", str(out / "report.json"), "--quiet"]) == 0
-        assert len(visible_files_are_whole(out)) == 3
+        left = sorted(p.name for p in (out / "full").iterdir())
+        assert left in (["filler"], [])  # nothing half-done
+    assert main(["rerun", str(out / "report.json"), "--quiet"]) == 0
+    assert len(visible_files_are_whole(out)) == 3
     capsys.readouterr()
 
 
-def test_a_read_only_output_root_exits_2_with_one_line(tmp_path, tiny_weights, capsys):
+@contextlib.contextmanager
+def read_only(where: Path, how: str):
+    """A read-only output root (a tmpfs mounted so) or, anywhere, a file size limit of 0 bytes;
+    yields the cause a write there ends with."""
+    if how == "tmpfs":
+        with tmpfs(where, "size=64k,ro"):
+            yield "read-only file system"
+    else:
+        where.mkdir(parents=True)
+        with file_size_limit(0):
+            yield "file too large"
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "file size limit"])
+def test_an_unwritable_output_root_exits_2_with_one_line(tmp_path, tiny_weights, capsys, how):
     out = tmp_path / "out"
     manifest = write_batch(tmp_path / "in", 2)
-    with tmpfs(out, "size=64k,ro"):
+    args = cli_args(manifest, out, tiny_weights, size=32, iterations=300)
+    main(["run", "--dry-run", *args[1:]])  # the weights' conversion cache: written before
+    capsys.readouterr()
+    with read_only(out, how) as cause:
         started = time.monotonic()
-        code = main(cli_args(manifest, out, tiny_weights, size=32, iterations=300))
+        code = main(args)
         seconds = time.monotonic() - started
         _, err = capsys.readouterr()
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("stylebatch: error: ")]
-    assert len(lines) == 1 and lines[0].endswith(": read-only file system"), err
+    assert len(lines) == 1 and lines[0].endswith(f": {cause}"), err
     assert str(out) in lines[0]
     assert seconds < 60  # no pair was optimized (300 iterations each) before giving up
+    assert list(out.iterdir()) == []
 
 
 # --- out of memory ---------------------------------------------------------------------------------

@@ -72,5 +72,7 @@ def _os_error(shown: str, exc: OSError) -> StorageError:
         return StorageError(f"{shown}: {whole_run[exc.errno]}", run_level=True, lasting=True)
     if exc.errno == errno.ENAMETOOLONG:
         return StorageError(f"{shown}: file name too long", lasting=True)
+    if exc.errno == errno.EFBIG:  # past the file system's or the process's limit (ulimit -f)
+        return StorageError(f"{shown}: file too large", lasting=True)
     cause = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
     return StorageError(f"{shown}: {cause}")

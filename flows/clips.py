@@ -122,7 +122,9 @@ def _publish_frame(job: Job, index: int, result, linked: bool) -> None:
     outputs.publish(where, png, uri.sidecar_of(where), outputs.dumps(record), inside)
 
 
-def finish(job: Job, weights, notes: list[str], force: bool) -> tuple[str, dict]:
+def finish(
+    job: Job, weights, notes: list[str], force: bool, shots: list[tuple[int, int]]
+) -> tuple[str, dict]:
     """Encode the finished frames (the source's rate and audio) and write the clip's sidecar:
     ('done' | 'skipped', the sidecar). Every frame must be finished."""
     missing = next((i for i in range(job.frames) if not frame_done(job, i)), None)
@@ -133,6 +135,7 @@ def finish(job: Job, weights, notes: list[str], force: bool) -> tuple[str, dict]
     ]
     data = _encoded(job)
     document = _sidecar(job, weights, records, notes)
+    document["shots"] = [[a + 1, b] for a, b in shots]  # first and last frame of each, 1-based
     document["output_sha256"] = outputs.sha256(data)
     body, inside = outputs.dumps(document), job.root or None
     if force:
@@ -195,10 +198,11 @@ def frames_done(job: Job) -> int:
 def run_clip(job: Job, cache_root: str, force: bool, on_frame: Callable[[int], None]) -> dict:
     """A whole clip in this process, shot after shot (the CLI's `stylize`): its report line."""
     started = time.perf_counter()
-    for start, stop in plan_shots(job):
+    shots = plan_shots(job)
+    for start, stop in shots:
         run_shot(job, start, stop, cache_root, on_frame)
     weights = shared_stylizer(job.style_options()).weights
-    status, document = finish(job, weights, list(job.notes), force)
+    status, document = finish(job, weights, list(job.notes), force, shots)
     return outcome(job, status, time.perf_counter() - started, document)
 
 
@@ -234,10 +238,10 @@ def shot_task(job: Job, start: int, stop: int, cache_root: str, label: str) -> i
 
 @task(name="encode-clip", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=transient, task_run_name="encode {label}")  # fmt: skip
-def finish_task(job: Job, force: bool, seconds: float, label: str) -> dict:
+def finish_task(job: Job, force: bool, shots: list, seconds: float, label: str) -> dict:
     """The finished frames encoded, the clip's sidecar; its report line."""
     weights = shared_stylizer(job.style_options()).weights
-    status, document = finish(job, weights, list(job.notes), force)
+    status, document = finish(job, weights, list(job.notes), force, shots)
     publish_clip_link(job.output, job.label, job.frames)
     get_run_logger().info("row %d %s: %s (%d frames)", job.row, status, job.output, job.frames)
     return outcome(job, status, seconds, document)
@@ -256,32 +260,31 @@ def stylize_clips(jobs: list[Job], cache_root: str, force: bool) -> Iterator[dic
     still finish."""
     started = time.perf_counter()
     planned = {job.output: shots_task.submit(job, _label(job)) for job in jobs}
+    shots: dict[str, list[tuple[int, int]]] = {}
     running: dict[str, list] = {}
     for job in jobs:
         _PROGRESS[job.output] = ClipProgress(job.output, job.label, job.frames, frames_done(job))
         try:
-            shots = planned[job.output].result()
+            shots[job.output] = planned[job.output].result()
         except Exception as exc:
             running[job.output] = [exc]
             continue
         running[job.output] = [
             shot_task.submit(job, a, b, cache_root, f"{_label(job)} frames {a + 1}–{b}")
-            for a, b in shots
+            for a, b in shots[job.output]
         ]
     for job in jobs:
-        errors = [_error(f) for f in running[job.output]]
+        error = next(filter(None, [_error(f) for f in running[job.output]]), None)
         _PROGRESS.pop(job.output, None)
-        error = next((e for e in errors if e), None)
         seconds = time.perf_counter() - started
-        if error:
-            yield outcome(job, "failed", seconds, error=f"content '{job.content}': {error}")
-            continue
         try:
-            yield finish_task.submit(job, force, seconds, _label(job)).result()
+            if error:
+                raise StyleError(error)
+            cuts = shots[job.output]
+            yield finish_task.submit(job, force, cuts, seconds, _label(job)).result()
         except Exception as exc:
-            yield outcome(
-                job, "failed", seconds, error=f"content '{job.content}': {error_text(exc)}"
-            )
+            error = f"content '{job.content}': {error_text(exc)}"
+            yield outcome(job, "failed", seconds, error=error)
 
 
 def _error(future) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 from stylecore import images
 from stylecore.errors import ImageError
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".ts", ".gif")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 VFR_TOLERANCE = 0.02  # frame intervals further than this fraction from 1/fps: a variable rate
 DEFAULT_FPS = 24.0  # a frame sequence's rate (it has none of its own)
@@ -70,13 +70,11 @@ def probe(path: str | Path, max_frames: int | None = None, name: str | None = No
         )
     sizes = {(int(h), int(w)) for _, _, w, h in frames}
     if len(sizes) > 1:
-        first, other = (int(frames[0][3]), int(frames[0][2])), None
-        n, other = next(
-            (int(n), (int(h), int(w))) for n, _, w, h in frames if (int(h), int(w)) != first
-        )
+        shapes = [(int(h), int(w)) for _, _, w, h in frames]
+        n, other = next((n, s) for n, s in enumerate(shapes) if s != shapes[0])
         raise ImageError(
             f"{name}: the frame size changes mid-clip (frame {n + 1} is {other[1]}×{other[0]}, "
-            f"the first {first[1]}×{first[0]}): re-encode it at one size"
+            f"the first {shapes[0][1]}×{shapes[0][0]}): re-encode it at one size"
         )
     header = "\n".join(lines[:60])
     fps = _fps(header, [float(t) for _, t, _, _ in frames])

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import signal
 import subprocess
+import sys
+import time
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
 from conftest import noise_image
 
+from flows.cli.main import main
 from stylecore import clip, images, opticalflow, video
 from stylecore.errors import ImageError
 from stylecore.options import StyleOptions
@@ -145,6 +152,27 @@ def test_too_many_frames_a_size_change_and_no_frames_are_refused(tmp_path):
         video.probe_sequence([], name="empty/")
 
 
+def ffmpeg(*args: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+def test_a_size_change_in_a_stream_is_refused_and_a_variable_rate_noted(tmp_path):
+    for name, size in (("a.ts", "64x48"), ("b.ts", "80x48")):
+        source = f"testsrc=size={size}:rate=12:duration=0.5"
+        ffmpeg("-f", "lavfi", "-i", source, "-pix_fmt", "yuv420p", str(tmp_path / name))
+    joined = tmp_path / "joined.ts"  # MPEG-TS streams concatenate byte by byte
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    with pytest.raises(
+        ImageError, match=r"size changes mid-clip \(frame [67] is 80×48, the first 64×48"
+    ):
+        video.probe(joined)
+    gappy = tmp_path / "vfr.mp4"  # frames 4–6 dropped, the others keep their times
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=12:duration=1", "-vf",
+           "select='not(between(n,3,5))'", "-fps_mode", "vfr", "-pix_fmt", "yuv420p", str(gappy))  # fmt: skip
+    info = video.probe(gappy)
+    assert info.frames == 9 and info.notes[0].startswith("variable frame rate: the output plays at")
+
+
 def test_scene_cuts_split_a_clip_into_shots():
     frames = clip_frames(4) + [noise_image(48, 64, seed=9) for _ in range(1)] + clip_frames(3)
     assert clip.shots(frames) == [0, 4, 5]
@@ -189,3 +217,93 @@ def test_linked_frames_flicker_at_most_half_as_much_with_the_style_kept(tiny_sty
     linked = run_clip(frames, options.replace(temporal_weight=1.0, frame_iterations=20), stylizer)
     assert linked[0] <= 0.5 * independent[0]
     assert linked[1] <= 1.1 * independent[1]  # the style distance is no more than 10% worse
+
+
+# --- clips in the batch flow and the CLI ------------------------------------------------------
+
+
+def cut_clip(count: int, cut: int) -> list[np.ndarray]:
+    """A clip with a scene cut at frame `cut`: another texture, the square moving on."""
+    other = noise_image(48, 64, seed=5)
+    frames = clip_frames(count)
+    for frame in frames[cut:]:
+        frame[32:] = other[32:]  # a different picture below the square's path
+        frame[:16] = other[:16]
+    return frames
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights):
+    from flows.batch import stylize_batch
+
+    inputs = tmp_path / "in"
+    (inputs / "seq").mkdir(parents=True)
+    write_clip(inputs / "cut.mp4", cut_clip(8, 5))
+    for i, frame in enumerate(clip_frames(4), 1):
+        (inputs / "seq" / f"f{i}.png").write_bytes(images.encode_png(frame))
+    good = (inputs / "cut.mp4").read_bytes()
+    (inputs / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (inputs / "still.png").write_bytes(images.encode_png(noise_image(40, 56, seed=4)))
+    (inputs / "style.png").write_bytes(images.encode_png(stripes().rgb))
+    manifest = inputs / "manifest.csv"
+    manifest.write_text(
+        "content,style,output,max_frames\n"
+        "cut.mp4,style.png,cut.mp4,\n"
+        "seq/,style.png,,\n"
+        "truncated.mp4,style.png,,\n"
+        "still.png,style.png,,\n"
+        "cut.mp4,style.png,long.mp4,5\n"
+    )
+    out = tmp_path / "out"
+    stylize_batch(
+        manifest=str(manifest), output=str(out), feature_cache=str(tmp_path / "features"),
+        weights=str(tiny_weights), size=48, iterations=8, frame_iterations=4, return_state=True,
+    )  # fmt: skip
+    pairs = {p["row"]: p for p in json.loads((out / "report.json").read_text())["pairs"]}
+    assert [pairs[r]["status"] for r in (2, 3, 4, 5, 6)] == [
+        "done", "done", "failed", "done", "failed"
+    ]  # fmt: skip
+    assert pairs[2]["frames"] == {"done": 8, "total": 8}
+    assert pairs[3]["frames"] == {"done": 4, "total": 4}
+    assert "truncated or corrupt" in pairs[4]["error"] and "truncated.mp4" in pairs[4]["error"]
+    assert "8 frames, more than max_frames (5)" in pairs[6]["error"]
+    assert all("\n" not in p["error"] for p in pairs.values() if p["error"])
+    sidecar = json.loads((out / "cut.json").read_text())
+    assert sidecar["shots"] == [[1, 5], [6, 8]]  # split at the cut
+    assert (sidecar["frames"], sidecar["fps"], sidecar["flow"]) == (8, 12.0, opticalflow.METHOD)
+    assert [r["linked"] for r in sidecar["per_frame"]] == [False, *[True] * 4, False, True, True]
+    assert all("temporal" in r["losses"] for r in sidecar["per_frame"] if r["linked"])
+    assert sorted(p.name for p in (out / "cut").glob("*.png"))[:2] == ["000001.png", "000002.png"]
+    assert len(list(video.read_frames(out / "cut.mp4"))) == 8
+    assert video.probe(out / pathlib.Path(pairs[3]["output"]).name).frames == 4
+    assert not list(out.glob("*truncated*")) and not list(out.glob("long*"))  # nothing half-written
+
+
+def test_a_killed_clip_resumes_at_its_first_missing_frame(tmp_path, tiny_weights):
+    write_clip(tmp_path / "clip.mp4", clip_frames(24))
+    (tmp_path / "style.png").write_bytes(images.encode_png(stripes().rgb))
+    out = tmp_path / "out" / "clip.mp4"
+    command = [
+        sys.executable, "-m", "flows.cli", "stylize", str(tmp_path / "clip.mp4"),
+        str(tmp_path / "style.png"), "-o", str(out), "--weights", str(tiny_weights),
+        "--size", "64", "--iterations", "40", "--frame-iterations", "20", "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
+    frames = out.parent / "clip"
+    while len(list(frames.glob("*.json"))) < 5 and process.poll() is None:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {
+        p.name: p.read_bytes() for p in frames.glob("*.png") if p.with_suffix(".json").exists()
+    }
+    assert 5 <= len(before) < 24 and not out.exists()
+    assert main(command[3:]) == 0
+    after = {p.name: p.read_bytes() for p in frames.glob("*.png")}
+    assert len(after) == 24 and all(after[name] == data for name, data in before.items())
+    assert len(list(video.read_frames(out))) == 24
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["frames"] == 24 and len(sidecar["per_frame"]) == 24
+    resumed = sidecar["per_frame"][len(before)]  # the first frame of the second run
+    assert resumed["linked"]  # warped from the last frame the killed run finished

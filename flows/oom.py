@@ -1,5 +1,5 @@
-"""Out of memory: one more try at ¾ of the size, said in the notes; a batch of several fails
-instead (the flow retries its pairs one by one)."""
+"""Out of memory: the same size again in tiles, then (the last resort) smaller; said in the notes.
+A batch of several images fails instead (the flow retries its pairs one by one)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from stylecore.errors import StyleError
-from stylecore.images import Picture
-from stylecore.options import StyleOptions
+from stylecore.images import Picture, fit_shape
+from stylecore.options import MIN_TILE, StyleOptions
 from stylecore.stylize import GramsFor, Iteration, Result, Stylizer, stylize_many
 
-OOM_SHRINK = 0.75  # out of memory: one more try with the longest side times this
+OOM_SHRINK = 0.75  # the last resort: one more try with the longest side times this
 GramsSource = Callable[[StyleOptions], GramsFor]  # the Gram targets for some options
 OnStep = Callable[[StyleOptions], Callable[[Iteration], None]]  # a step callback for some options
 
@@ -28,8 +28,9 @@ def optimize(
     logger: logging.Logger,
     **where,
 ) -> tuple[list[Result], StyleOptions]:
-    """Results and the options they were made with: once more at a smaller size when the device
-    runs out of memory. `where`: start, temporal, resume (Stylizer.steps)."""
+    """Results and the options they were made with: when the device runs out of memory, once
+    more at the same size in tiles half the size of those tried (unless --tile 0), then once at
+    a smaller size. `where`: start, temporal, resume (Stylizer.steps)."""
     results, error = _attempt(contents, grams, options, stylizer, init, on_step, logger, where)
     if error is None:
         return results, options
@@ -37,24 +38,70 @@ def optimize(
         raise error
     if len(contents) > 1:
         raise StyleError(f"out of memory at {options.size} px with {len(contents)} images at once")
-    smaller = _smaller(options)
-    logger.warning("out of memory at %d px; trying once more at %d px", options.size, smaller.size)
+    tiled = _tiled(options, stylizer, contents[0])
+    if tiled is not None:
+        logger.warning(
+            "out of memory at %d px %s; trying again at the same size in tiles of %s px",
+            options.size,
+            _how(options),
+            tiled.tile,
+        )
+        results, error = _attempt(contents, grams, tiled, stylizer, init, on_step, logger, where)
+        if error is None:
+            return results, tiled
+        if not isinstance(error, tf.errors.ResourceExhaustedError):
+            raise error
+    tried = tiled or options
+    smaller = _smaller(tried)
+    logger.warning(
+        "out of memory at %d px %s; the last resort: %d px", tried.size, _how(tried), smaller.size
+    )
     where.pop("resume", None)  # a checkpoint of the larger size does not fit the smaller one
     results, error = _attempt(contents, grams, smaller, stylizer, init, on_step, logger, where)
     if error is None:
         return results, smaller
     if isinstance(error, tf.errors.ResourceExhaustedError):
         raise StyleError(
-            f"out of memory at {options.size} px, and again at {smaller.size} px: lower --size"
+            f"out of memory at {options.size} px (also {_how(tried)}), and again at "
+            f"{smaller.size} px: lower --size or --tile"
         )
     raise error
 
 
 def note(asked: StyleOptions, used: StyleOptions) -> list[str]:
-    """The sidecar's note when the result was made smaller than asked."""
-    if used.size == asked.size:
-        return []
-    return [f"out of memory at {asked.size} px: stylized at {used.size} px"]
+    """The sidecar's notes when the result was made another way than asked."""
+    notes = []
+    if used.tile != asked.tile:
+        notes.append(
+            f"out of memory at {asked.size} px {_how(asked)}: stylized in tiles of {used.tile} px"
+        )
+    if used.size != asked.size:
+        notes.append(
+            f"out of memory at {asked.size} px even {_how(used)}: stylized at {used.size} px "
+            "(made smaller: the last resort)"
+        )
+    return notes
+
+
+def _how(options: StyleOptions) -> str:
+    return "untiled" if options.tile in ("auto", "0") else f"in tiles of {options.tile} px"
+
+
+def _tiled(options: StyleOptions, stylizer: Stylizer, content: Picture) -> StyleOptions | None:
+    """The same options in tiles half the size of the ones that failed (auto: of the plan it
+    chose, or of the image when it ran whole); None when --tile 0 or the tiles are already the
+    smallest."""
+    if options.tile == "0":
+        return None
+    shape = fit_shape(content.rgb.shape[:2], options.size)
+    if options.tile_px is not None:
+        tried = options.tile_px
+    else:
+        plan = stylizer.tile_plan(shape, 1, options)
+        tried = plan.tile if plan is not None else max(shape)
+    if tried // 2 < MIN_TILE:
+        return None
+    return options.replace(tile=str(tried // 2))
 
 
 def _attempt(contents, grams: GramsSource, options, stylizer, init, on_step: OnStep, logger, where):

@@ -12,11 +12,11 @@ def gram(features: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(features)
     size = tf.cast(shape[1] * shape[2] * shape[3], features.dtype)
     flat = tf.reshape(features, (shape[0], shape[1] * shape[2], shape[3]))
-    return _self_product(flat) / size
+    return self_product(flat) / size
 
 
 @tf.custom_gradient
-def _self_product(f: tf.Tensor):
+def self_product(f: tf.Tensor):
     """FᵀF of (B, N, C) as one transposed matmul; its gradient F(dG + dGᵀ) is one matmul too.
 
     TF's own gradient of FᵀF takes two matmuls (one per factor), and einsum adds transposes: at

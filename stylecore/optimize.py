@@ -81,7 +81,7 @@ class Optimizer:
     def run(
         self,
         x0: tf.Tensor,
-        targets: Targets,
+        targets: Targets | None,
         bounds: tuple,
         iterations: int,
         gradient: Gradient | None = None,

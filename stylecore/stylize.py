@@ -2,74 +2,45 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from stylecore import colour, images
+from stylecore import colour, images, quality, tiling
 from stylecore.errors import OptionsError
 from stylecore.losses import content_loss, gram, layer_weights, style_loss, temporal_loss, tv_loss
 from stylecore.netspec import NetworkWeights
 from stylecore.network import FeatureNet
 from stylecore.optimize import Optimizer, Targets, converged, optimizer_for
 from stylecore.options import StyleOptions
+from stylecore.records import Grams, GramsFor, Iteration, Result, Resume, Temporal
 from stylecore.weights import load_weights, min_side, resolve_spec
 
 log = logging.getLogger(__name__)
 
-Grams = dict[str, np.ndarray]  # layer → (C, C)
-GramsFor = Callable[[int], Sequence[Grams]]  # level's longest side → one blended target per image
-
-
-@dataclass(frozen=True)
-class Iteration:
-    """One optimizer step at one level of the coarse-to-fine schedule."""
-
-    level: int  # 0 is the coarsest
-    shape: tuple[int, int]  # (H, W) at this level
-    iteration: int  # 1-based, within the level
-    losses: dict[str, np.ndarray]  # content, style, tv, total — each (B,)
-    image: tf.Tensor  # (B, H, W, 3) mean-subtracted
-    state: tuple = ()  # the optimizer's state after this step (checkpoints save it)
-    stopped: str | None = None  # "converged" when this step ends its level early
-
-
-@dataclass(frozen=True)
-class Temporal:
-    """For a clip's frame: the previous stylized frame warped onto this one (H, W, 3) 0…255, and
-    where that warp can be trusted (H, W) 0…1. Pulled toward with options.temporal_weight."""
-
-    warped: np.ndarray
-    reliability: np.ndarray
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where a checkpointed run continues: the level, the last finished iteration in it, and the
-    optimizer's saved arrays (Optimizer.portable_state)."""
-
-    level: int
-    iteration: int
-    arrays: tuple[np.ndarray, ...]
-
-
-@dataclass(frozen=True)
-class Result:
-    """One finished image and what it cost."""
-
-    rgb: np.ndarray  # (H, W, 3) uint8
-    alpha: np.ndarray | None  # (H, W) float32 0…1, put back on PNG output
-    history: list[dict[str, float]]  # losses per iteration, all levels
-    seconds: float
-    quality: dict[str, float] = dataclasses.field(default_factory=dict)  # see Stylizer.quality
-    stops: list[dict] = dataclasses.field(default_factory=list)  # each level's end: where, why
-    tiling: list[dict] = dataclasses.field(default_factory=list)  # tiled levels: tile, halo, memory
+__all__ = [  # the records are stylecore.records', importable from here as before
+    "Grams",
+    "GramsFor",
+    "Iteration",
+    "Result",
+    "Resume",
+    "Stylizer",
+    "Temporal",
+    "blend",
+    "level_sizes",
+    "prepare_content",
+    "prepare_style",
+    "shared_stylizer",
+    "shared_weights",
+    "style_size",
+    "stylize",
+    "stylize_many",
+    "stylize_with",
+]
 
 
 def level_sizes(options: StyleOptions) -> list[int]:
@@ -85,16 +56,24 @@ def style_size(content_longest: int, options: StyleOptions) -> int:
 class Stylizer:
     """A feature network and its compiled optimizers, reused across every pair of a process."""
 
-    def __init__(self, weights: NetworkWeights, options: StyleOptions):
+    def __init__(self, weights: NetworkWeights, options: StyleOptions, device: str | None = None):
         layers = (*options.content_layers, *options.style_layers)
         self.weights = weights
         self.net = FeatureNet(weights, layers, options.pooling, options.precision)
         self.min_side = min_side(weights, layers)  # smaller inputs vanish before the deepest layer
+        self.geometry = tiling.geometry(self.net.weights)
+        self.halo = self.geometry.halo
         self._optimizers: dict[tuple, Optimizer] = {}
+        self._device = device  # the device its constants were placed on, if one was named
 
     def grams(self, rgb: np.ndarray, options: StyleOptions) -> Grams:
         """The style's Gram matrix per style layer, for an RGB image already at its working size."""
         images.check_min_side(rgb.shape, self.min_side, "style image")
+        plan = self.tile_plan(rgb.shape[:2], 1, options)
+        if plan is not None:  # a print-size style: its Grams summed over tiles
+            tiled = tiling.TiledNet(self.net, plan, options.style_layers, ())
+            raw, _, _ = tiled.stats(self.net.preprocess(rgb))
+            return {name: (raw[name] / tiled.count(name)).numpy()[0] for name in raw}
         features = self._compiled_features(
             self.net.preprocess(rgb), tuple(options.style_layers), True
         )
@@ -103,33 +82,8 @@ class Stylizer:
     def quality(
         self, outputs: np.ndarray, contents: np.ndarray, grams: Sequence[Grams], options
     ) -> list[dict[str, float]]:
-        """Scores of finished images (B, H, W, 3), 0…255, against their contents and Gram targets,
-        whatever the loss weights: `style_ratio` = Σ_l mean((G_l(out) − A_l)²) over the same for
-        the content image (0: the style's statistics reached; 1: they did not move), and
-        `content_error` = ‖F(out) − F(content)‖ / ‖F(content)‖ over the content layers. One
-        forward pass of outputs and contents together."""
-        features = self.net(self.net.preprocess(np.concatenate([outputs, contents])))
-        n = len(outputs)
-        targets = {name: np.stack([g[name] for g in grams] * 2) for name in options.style_layers}
-        distance = sum(
-            np.mean(np.square(gram(features[name]).numpy() - targets[name]), axis=(1, 2))
-            for name in options.style_layers
-        )
-        error = sum(
-            np.sum(np.square(f[:n] - f[n:]), axis=(1, 2, 3))
-            for f in (features[name].numpy() for name in options.content_layers)
-        )
-        energy = sum(
-            np.sum(np.square(features[name].numpy()[n:]), axis=(1, 2, 3))
-            for name in options.content_layers
-        )
-        return [
-            {
-                "style_ratio": round(float(distance[i] / max(distance[n + i], 1e-30)), 6),
-                "content_error": round(float(np.sqrt(error[i] / max(energy[i], 1e-30))), 6),
-            }
-            for i in range(n)
-        ]
+        """Scores of finished images against their contents and Gram targets (stylecore.quality)."""
+        return quality.scores(self, outputs, contents, grams, options)
 
     def checkpoint_arrays(self, options: StyleOptions, step: Iteration) -> tuple[np.ndarray, ...]:
         """What a checkpoint saves of a step to continue it (Resume.arrays): Adam's image and
@@ -177,17 +131,28 @@ class Stylizer:
                 x = state[0]
             else:
                 x = self._start(content_x, x, init, options, shape, start)
-            targets = self._targets(content_x, grams_for(longest), options, temporal)
+            plan = self.tile_plan(shape, len(contents), options)
+            if plan is None:
+                targets = self._targets(content_x, grams_for(longest), options, temporal)
+                gradient = None
+            else:
+                targets = None
+                pulled = self._temporal(temporal, content_x)
+                gradient = tiling.TiledObjective(
+                    self, plan, content_x, grams_for(longest), options, pulled
+                )
             lo, hi = -self.net.mean, 255.0 - self.net.mean
             totals: list[np.ndarray] = []
-            run = optimizer.run(x, targets, (lo, hi), options.iterations, state=state, first=first)
+            run = optimizer.run(
+                x, targets, (lo, hi), options.iterations, gradient, state=state, first=first
+            )
             for step in run:
                 x = step.image
                 totals.append(step.losses["total"])
                 done = step.iteration < options.iterations and converged(totals, options.tolerance)
                 stopped = "converged" if done else None
                 yield Iteration(
-                    level, shape, step.iteration, step.losses, step.image, step.state, stopped
+                    level, shape, step.iteration, step.losses, step.image, step.state, stopped, plan
                 )
                 if done:
                     break
@@ -220,14 +185,30 @@ class Stylizer:
         weights = [options.content_weight, options.style_weight, options.tv_weight]
         scales = tf.constant([*weights, options.temporal_weight], tf.float32)
         norms = self._norms(content_x, content, style, options)
-        pulled = None
-        if temporal is not None:
-            shape, batch = content_x.shape[1:3], content_x.shape[0]
-            warped = self.net.preprocess(np.stack([images.resize(temporal.warped, shape)] * batch))
-            weight = images.resize(temporal.reliability.astype(np.float32)[..., None], shape)
-            weight = np.clip(weight.reshape(*shape, 1), 0.0, 1.0)
-            pulled = (warped, tf.constant(np.stack([weight] * batch), tf.float32))
-        return Targets(content, style, scales, norms, pulled)
+        return Targets(content, style, scales, norms, self._temporal(temporal, content_x))
+
+    def _temporal(self, temporal: Temporal | None, content_x):
+        """The temporal target at a level's shape: (warped, reliability) tensors, or None."""
+        if temporal is None:
+            return None
+        shape, batch = content_x.shape[1:3], content_x.shape[0]
+        warped = self.net.preprocess(np.stack([images.resize(temporal.warped, shape)] * batch))
+        weight = images.resize(temporal.reliability.astype(np.float32)[..., None], shape)
+        weight = np.clip(weight.reshape(*shape, 1), 0.0, 1.0)
+        return warped, tf.constant(np.stack([weight] * batch), tf.float32)
+
+    def tile_plan(self, shape, batch: int, options: StyleOptions) -> tiling.Plan | None:
+        """How a step on `batch` images of `shape` is tiled (options.tile, the device's free
+        memory), or None to run it whole."""
+        free = tiling.free_memory(self.device)
+        return tiling.choose(tuple(shape), batch, options.tile_px, self.geometry, self.halo, free)
+
+    @property
+    def device(self) -> str | None:
+        """Where the network's constants live ("GPU:0"), or None for the host."""
+        if self._device and "GPU" in self._device.upper():
+            return self._device
+        return "GPU:0" if self.net.on_gpu else None
 
     @staticmethod
     def _norms(content_x, content, style, options: StyleOptions) -> dict[str, tf.Tensor]:
@@ -277,7 +258,8 @@ class Stylizer:
             self._optimizers[key] = optimizer_for(self._objective(options), options, xla)
         return self._optimizers[key]
 
-    def _objective(self, options: StyleOptions):
+    def layer_weights(self, options: StyleOptions) -> tuple[dict[str, float], dict[str, float]]:
+        """Content and style layer weights, each summing to 1."""
         cw = dict(
             zip(
                 options.content_layers,
@@ -292,6 +274,10 @@ class Stylizer:
                 strict=True,
             )
         )
+        return cw, sw
+
+    def _objective(self, options: StyleOptions):
+        cw, sw = self.layer_weights(options)
 
         def objective(x, content_targets, style_grams, scales, norms, temporal=None):
             features = self.net(x)
@@ -347,7 +333,7 @@ def _stylizer(spec: str, network: StyleOptions, device: str | None) -> Stylizer:
     if device is None:
         return Stylizer(shared_weights(spec), network)
     with tf.device(device):  # the network's constants live on this device
-        return Stylizer(shared_weights(spec), network)
+        return Stylizer(shared_weights(spec), network, device)
 
 
 def prepare_content(picture: images.Picture, options: StyleOptions) -> np.ndarray:
@@ -413,13 +399,16 @@ def stylize_many(
     if len({rgb.shape for rgb in rgbs}) > 1:
         raise OptionsError("contents optimized together must have the same working shape")
     histories: list[list[dict[str, float]]] = [[] for _ in rgbs]
-    last, stops, previous = None, [], None
+    last, stops, previous, tiled = None, [], None, {}
     for last in stylizer.steps(np.stack(rgbs), grams_for, options, init, **where):
         if previous is not None and previous.level != last.level:
             stops.append(_stop(previous, "iterations"))
         previous = last
         for i, history in enumerate(histories):
             history.append({k: float(v[i]) for k, v in last.losses.items()})
+        if last.tiles is not None:  # the level's tiling and the memory it took so far
+            tiled[last.level] = {"level": last.level, **last.tiles.describe()}
+            tiled[last.level]["peak_rss_bytes"] = tiling.peak_rss()
         if on_step:
             on_step(last)
         if last.stopped:
@@ -434,7 +423,7 @@ def stylize_many(
     scores = stylizer.quality(pixels, np.stack(rgbs), targets, options)
     seconds = (time.perf_counter() - start) / len(rgbs)  # each image's share of the time
     return [
-        Result(rgb, alpha, history, seconds, score, stops)
+        Result(rgb, alpha, history, seconds, score, stops, list(tiled.values()))
         for (rgb, alpha), history, score in zip(finished, histories, scores, strict=True)
     ]
 

@@ -9,12 +9,14 @@ shot's first missing frame, warping from the last finished one.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import posixpath
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -58,40 +60,56 @@ def plan_shots(job: Job) -> list[tuple[int, int]]:
 
 
 def run_shot(
-    job: Job, start: int, stop: int, cache_root: str, on_frame: Callable[[int], None] = print
+    job: Job, start: int, stop: int, cache_root: str, on_frame: Callable[[int], None] | None = None
 ) -> int:
     """Stylize a shot's missing frames in order, each published as it finishes; how many were
-    stylized. A failed frame raises one line naming it."""
+    stylized. A failed frame raises one line naming it; the frames before it stay finished."""
     first = next((i for i in range(start, stop) if not frame_done(job, i)), stop)
     if first == stop:
         return 0
     options = job.style_options()
-    flows = FlowCache(cache_root)
     with devices.pool().acquire() as device:
         stylizer = shared_stylizer(options, device)
         grams = grams_source(FeatureCache(cache_root), job.styles, job.feature_keys, stylizer)
-        grams_for = grams(options)
+        grams_for = functools.cache(grams(options))  # read from the cache once per shot
         frames = clipsource.read_frames(job.content, first - 1 if first > start else first)
-        previous = _previous(job, first, frames, options) if first > start else None
+        with _naming(first - 1):
+            previous = _previous(job, first, frames, options) if first > start else None
         for index in range(first, stop):
-            frame = next(frames, None)
-            if frame is None:
-                raise ImageError(f"frame {index + 1}: the clip ended early (was it changed?)")
-            content = prepare_content(images.Picture(frame, None), options)
-            pair = None
-            if previous is not None and options.temporal_weight > 0:
-                arrays = flows.get_or_compute(previous.content, content, _pair, opticalflow.METHOD)
-                pair = FramePair(*arrays)
-            try:
-                result = clip.stylize_frame(frame, grams_for, options, stylizer, previous, pair)
-            except StyleError as exc:
-                raise type(exc)(f"frame {index + 1}: {exc}") from None
-            except Exception as exc:  # not ours: still one line naming the frame
-                raise StyleError(f"frame {index + 1}: {cause(exc)}") from exc
-            _publish_frame(job, index, result, pair is not None)
-            previous = clip.Previous(content, result.rgb.astype(np.float32))
-            on_frame(index)
+            with _naming(index):
+                previous = _frame(job, index, frames, previous, stylizer, grams_for, cache_root)
+            if on_frame:
+                on_frame(index)
     return stop - first
+
+
+@contextmanager
+def _naming(index: int) -> Iterator[None]:
+    """Any error of a frame as one line that names it (storage errors keep their flags)."""
+    try:
+        yield
+    except StyleError as exc:
+        raise exc.reworded(f"frame {index + 1}: {exc}") from None
+    except Exception as exc:  # not ours: its type and first line
+        raise StyleError(f"frame {index + 1}: {cause(exc)}") from exc
+
+
+def _frame(job: Job, index: int, frames, previous, stylizer, grams_for, cache_root: str):
+    """Frame `index` stylized (tied to `previous`) and published; what the next frame needs."""
+    options = job.style_options()
+    frame = next(frames, None)
+    if frame is None:
+        raise ImageError("the clip ended early (was it changed?)")
+    content = prepare_content(images.Picture(frame, None), options)
+    pair = None
+    if previous is not None and options.temporal_weight > 0:
+        cache = FlowCache(cache_root)
+        pair = FramePair(
+            *cache.get_or_compute(previous.content, content, _pair, opticalflow.METHOD)
+        )
+    result = clip.stylize_frame(frame, grams_for, options, stylizer, previous, pair)
+    _publish_frame(job, index, result, pair is not None)
+    return clip.Previous(content, result.rgb.astype(np.float32))
 
 
 def _pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +251,7 @@ def shots_task(job: Job, label: str) -> list[tuple[int, int]]:
 def shot_task(job: Job, start: int, stop: int, cache_root: str, label: str) -> int:
     """One shot's missing frames, in order."""
     progress = _PROGRESS.get(job.output)
-    return run_shot(job, start, stop, cache_root, progress.advance if progress else _ignore)
+    return run_shot(job, start, stop, cache_root, progress.advance if progress else None)
 
 
 @task(name="encode-clip", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
@@ -245,10 +263,6 @@ def finish_task(job: Job, force: bool, shots: list, seconds: float, label: str) 
     publish_clip_link(job.output, job.label, job.frames)
     get_run_logger().info("row %d %s: %s (%d frames)", job.row, status, job.output, job.frames)
     return outcome(job, status, seconds, document)
-
-
-def _ignore(_index: int) -> None:
-    return None
 
 
 _PROGRESS: dict[str, ClipProgress] = {}  # by output: the shots of a clip share one artifact

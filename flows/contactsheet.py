@@ -1,4 +1,5 @@
-"""The contact sheet: content, style and output thumbnails, a row per pair."""
+"""The contact sheet: content, style and output thumbnails, a row per pair (a clip: a strip of
+its stylized frames)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def _row(pair: dict) -> tuple[list[Image.Image], str]:
     styles = [uri.split_weight(s)[0] for s in pair.get("style", "").split(";") if s]
     output = pair["output"] if pair["status"] in ("done", "skipped") else None
     thumbs = [_thumb(pair["content"]), _thumb(styles[0] if styles else None), _thumb(output)]
+    if pair.get("strip"):  # a clip: a strip of its stylized frames (first, middle, last)
+        thumbs = [_thumb(frame) for frame in pair["strip"][:3]]
+        thumbs += [_thumb(None)] * (3 - len(thumbs))
     # ASCII separators: Pillow's default font has no glyph for × or — (they drew as boxes).
     names = " + ".join(uri.name(s) for s in styles[:2]) + (" + ..." if len(styles) > 2 else "")
     label = f"row {pair['row']}: {uri.name(pair['content'])} x {names} - {pair['status']}"
@@ -43,6 +47,8 @@ def _row(pair: dict) -> tuple[list[Image.Image], str]:
         label += (
             f" (style {pair['quality']['style_ratio']:.3f}{', WEAK' if pair.get('weak') else ''})"
         )
+    if pair.get("frames"):
+        label += f" ({pair['frames']['done']}/{pair['frames']['total']} frames)"
     if pair.get("error"):
         label += f": {pair['error'][:40]}"
     return thumbs, label

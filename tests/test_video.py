@@ -17,16 +17,16 @@ from conftest import noise_image
 
 from flows.cli.main import main
 from stylecore import clip, images, opticalflow, video
-from stylecore.errors import ImageError
+from stylecore.errors import ImageError, StyleError
 from stylecore.options import StyleOptions
 from stylecore.stylize import Stylizer, prepare_style, shared_weights
 
 SHIFT = (2, 1)  # the square's motion per frame, (dx, dy) pixels
 
 
-def scene(h: int, w: int, t: int, shift: tuple[int, int] = SHIFT) -> np.ndarray:
+def scene(h: int, w: int, t: int, shift: tuple[int, int] = SHIFT, seed: int = 0) -> np.ndarray:
     """Frame t of a test clip: a still texture and a two-colour square moving by `shift` a frame."""
-    frame = noise_image(h, w, seed=0)
+    frame = noise_image(h, w, seed=seed)
     side = h // 3
     y, x = h // 4 + shift[1] * t, w // 5 + shift[0] * t
     frame[y : y + side, x : x + side] = (230, 40, 40)
@@ -224,12 +224,7 @@ def test_linked_frames_flicker_at_most_half_as_much_with_the_style_kept(tiny_sty
 
 def cut_clip(count: int, cut: int) -> list[np.ndarray]:
     """A clip with a scene cut at frame `cut`: another texture, the square moving on."""
-    other = noise_image(48, 64, seed=5)
-    frames = clip_frames(count)
-    for frame in frames[cut:]:
-        frame[32:] = other[32:]  # a different picture below the square's path
-        frame[:16] = other[:16]
-    return frames
+    return [scene(48, 64, t, seed=0 if t < cut else 5) for t in range(count)]
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -265,6 +260,12 @@ def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights
         "done", "done", "failed", "done", "failed"
     ]  # fmt: skip
     assert pairs[2]["frames"] == {"done": 8, "total": 8}
+    assert [pathlib.Path(f).name for f in pairs[2]["strip"]] == [
+        "000001.png",
+        "000005.png",
+        "000008.png",
+    ]
+    assert (out / "contact-sheet.png").exists()
     assert pairs[3]["frames"] == {"done": 4, "total": 4}
     assert "truncated or corrupt" in pairs[4]["error"] and "truncated.mp4" in pairs[4]["error"]
     assert "8 frames, more than max_frames (5)" in pairs[6]["error"]
@@ -307,3 +308,35 @@ def test_a_killed_clip_resumes_at_its_first_missing_frame(tmp_path, tiny_weights
     assert sidecar["frames"] == 24 and len(sidecar["per_frame"]) == 24
     resumed = sidecar["per_frame"][len(before)]  # the first frame of the second run
     assert resumed["linked"]  # warped from the last frame the killed run finished
+
+
+@pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+def test_a_failed_frame_fails_its_clip_in_one_line_and_the_other_shot_finishes(
+    tmp_path, tiny_weights
+):
+    from flows import clips, prepare
+    from flows.model import Pair, StyleRef
+
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i, frame in enumerate(cut_clip(6, 3), 1):
+        (seq / f"f{i}.png").write_bytes(images.encode_png(frame))
+    style = tmp_path / "style.png"
+    style.write_bytes(images.encode_png(stripes().rgb))
+    options = StyleOptions(weights=str(tiny_weights), size=48, iterations=4)
+    probes = prepare.probe_all([str(seq), str(style)])
+    pair = Pair(1, str(seq), (StyleRef(str(style), None),), None, options, {}, {})
+    weights = shared_weights(str(tiny_weights))
+    job = prepare.make_job(pair, probes, str(tmp_path / "out"), weights.checksum)
+    shots = clips.plan_shots(job)
+    assert shots == [(0, 3), (3, 6)]
+    (seq / "f2.png").write_bytes(b"broken after probing")
+    cache = str(tmp_path / "features")
+    with pytest.raises(ImageError) as caught:
+        clips.run_shot(job, *shots[0], cache)
+    assert str(caught.value).startswith("frame 2: ") and "\n" not in str(caught.value)
+    assert clips.run_shot(job, *shots[1], cache) == 3  # the other shot still finishes
+    assert [clips.frame_done(job, i) for i in range(6)] == [True, False, False, True, True, True]
+    with pytest.raises(StyleError, match="frame 2 of 6 is not finished"):
+        clips.finish(job, weights, [], False, shots)
+    assert not pathlib.Path(job.output).exists() and not pathlib.Path(job.sidecar).exists()

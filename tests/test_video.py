@@ -251,7 +251,7 @@ def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights
         "cut.mp4,style.png,long.mp4,5\n"
     )
     out = tmp_path / "out"
-    stylize_batch(
+    state = stylize_batch(
         manifest=str(manifest), output=str(out), feature_cache=str(tmp_path / "features"),
         weights=str(tiny_weights), size=48, iterations=8, frame_iterations=4, return_state=True,
     )  # fmt: skip
@@ -279,6 +279,21 @@ def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights
     assert len(list(video.read_frames(out / "cut.mp4"))) == 8
     assert video.probe(out / pathlib.Path(pairs[3]["output"]).name).frames == 4
     assert not list(out.glob("*truncated*")) and not list(out.glob("long*"))  # nothing half-written
+    artifacts = flow_run_artifacts(state.state_details.flow_run_id)
+    clip_progress = [a for a in artifacts if a.type == "progress" and "-clip-cut-mp4-" in a.key]
+    assert len(clip_progress) == 1 and float(clip_progress[0].data) == 100.0
+    (link,) = [a for a in artifacts if a.key and "-clip-link-cut-mp4-" in a.key]
+    assert f"({out / 'cut.mp4'})" in link.data and "8 frames" in link.data
+
+
+def flow_run_artifacts(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
 
 
 def test_a_killed_clip_resumes_at_its_first_missing_frame(tmp_path, tiny_weights):

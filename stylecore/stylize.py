@@ -401,7 +401,7 @@ def stylize_many(
     histories: list[list[dict[str, float]]] = [[] for _ in rgbs]
     last, stops, previous, tiled = None, [], None, {}
     for last in stylizer.steps(np.stack(rgbs), grams_for, options, init, **where):
-        if previous is not None and previous.level != last.level:
+        if previous is not None and previous.level != last.level and not previous.stopped:
             stops.append(_stop(previous, "iterations"))
         previous = last
         for i, history in enumerate(histories):

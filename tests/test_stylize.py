@@ -239,3 +239,65 @@ def test_features_of_many_image_shapes_share_one_generic_trace(tiny_weights, opt
     own = fresh.grams(noise_image(36, 36, seed=72), options)
     for name in options.style_layers:
         np.testing.assert_allclose(generic[-1][name], own[name], rtol=1e-5, atol=1e-6)
+
+
+def test_converged_compares_the_loss_over_the_window():
+    from stylecore.optimize import converged
+
+    falling = [np.array([100.0 * 0.9**i]) for i in range(12)]
+    assert not converged(falling, 0.5)  # 1 − 0.9¹⁰ ≈ 65% gained over the last 10: going on
+    assert converged(falling, 0.7)
+    assert not converged(falling[:10], 0.99)  # fewer iterations than the window: never
+    assert not converged(falling, 0.0)  # tolerance 0: off
+    mixed = [np.array([100.0 * 0.9**i, 100.0]) for i in range(12)]
+    assert not converged(mixed, 0.5)  # the second image gains nothing, the first still does
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_tolerance_stops_a_level_early_and_says_where(picture, style_picture, options, optimizer):
+    o = options.replace(iterations=40, tolerance=0.5, optimizer=optimizer, levels=2, size=64)
+    result = stylize(picture, [style_picture], o)
+    assert [s["reason"] for s in result.stops] == ["converged", "converged"]
+    assert all(s["iteration"] < 40 for s in result.stops)
+    assert len(result.history) == sum(s["iteration"] for s in result.stops)
+    never = stylize(picture, [style_picture], o.replace(tolerance=0.0))
+    assert never.stops == [
+        {"level": 0, "iteration": 40, "reason": "iterations"},
+        {"level": 1, "iteration": 40, "reason": "iterations"},
+    ]
+
+
+def test_a_resumed_adam_run_ends_where_the_uninterrupted_one_does(
+    picture, style_picture, options, stylizer
+):
+    """Adam's image and moments saved at iteration 3 of 6 (level 1 of 2): continuing from them
+    gives the same image as never stopping."""
+    from stylecore.stylize import Resume, prepare_content, prepare_style
+
+    o = options.replace(optimizer="adam", iterations=6, levels=2, size=64)
+    content = prepare_content(picture, o)[None]
+
+    def grams_for(longest):
+        return [stylizer.grams(prepare_style(style_picture, longest, o), o)]
+
+    steps = list(stylizer.steps(content, grams_for, o))
+    saved = next(s for s in steps if s.level == 1 and s.iteration == 3)
+    arrays = stylizer.checkpoint_arrays(o, saved)
+    assert len(arrays) == 4  # image, m, v, t
+    resumed = list(stylizer.steps(content, grams_for, o, resume=Resume(1, 3, arrays)))
+    assert [(s.level, s.iteration) for s in resumed] == [(1, 4), (1, 5), (1, 6)]
+    np.testing.assert_allclose(resumed[-1].image.numpy(), steps[-1].image.numpy(), atol=1e-3)
+    lbfgs = o.replace(optimizer="lbfgs")
+    only_image = stylizer.checkpoint_arrays(lbfgs, next(stylizer.steps(content, grams_for, lbfgs)))
+    assert len(only_image) == 1  # L-BFGS keeps the image; its history restarts
+
+
+def test_a_start_image_is_where_the_first_level_begins(picture, style_picture, options, stylizer):
+    from stylecore.stylize import prepare_content, prepare_style
+
+    o = options.replace(optimizer="adam", iterations=1, size=48, learning_rate=1e-6)
+    content = prepare_content(picture, o)
+    start = noise_image(*content.shape[:2], seed=9)
+    grams = [stylizer.grams(prepare_style(style_picture, 48, o), o)]
+    (step,) = stylizer.steps(content[None], lambda _: grams, o, start=start)
+    np.testing.assert_allclose(stylizer.net.deprocess(step.image)[0], start, atol=1e-2)

@@ -208,6 +208,14 @@ def strip(job: Job) -> list[str]:
     return [frame_uri(job, i) for i in picks]
 
 
+def clear_frames(job: Job) -> None:
+    """Forget a clip's finished frames (their sidecars go first: a frame without one is redone)."""
+    for index in range(job.frames):
+        for where in (uri.sidecar_of(frame_uri(job, index)), frame_uri(job, index)):
+            if storage.exists(where):
+                storage.delete(where)
+
+
 def frames_done(job: Job) -> int:
     """How many of a clip's frames are finished."""
     return sum(frame_done(job, i) for i in range(job.frames))
@@ -273,6 +281,8 @@ def stylize_clips(jobs: list[Job], cache_root: str, force: bool) -> Iterator[dic
     encoding; yields each clip's report line. A failed frame fails its clip; its other shots
     still finish."""
     started = time.perf_counter()
+    for job in jobs if force else []:  # --force redoes a clip: its finished frames too
+        clear_frames(job)
     planned = {job.output: shots_task.submit(job, _label(job)) for job in jobs}
     shots: dict[str, list[tuple[int, int]]] = {}
     running: dict[str, list] = {}

@@ -303,7 +303,7 @@ def test_a_killed_clip_resumes_at_its_first_missing_frame(tmp_path, tiny_weights
     command = [
         sys.executable, "-m", "flows.cli", "stylize", str(tmp_path / "clip.mp4"),
         str(tmp_path / "style.png"), "-o", str(out), "--weights", str(tiny_weights),
-        "--size", "64", "--iterations", "40", "--frame-iterations", "20", "--quiet",
+        "--size", "48", "--iterations", "20", "--frame-iterations", "10", "--quiet",
     ]  # fmt: skip
     process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
     frames = out.parent / "clip"

@@ -7,7 +7,9 @@ For each size: N distinct small contents and one style, a CSV manifest, and a ti
 started from benchmarks/maxrss.py so its peak RSS is its own:
 
 - plan: `stylebatch run --dry-run --json`, which reads the manifest once, hashes each input once
-  (prepare.probe_all) and plans as the flow does, writing nothing;
+  (prepare.probe_all) and plans as the flow does, writing nothing; the same steps are also timed
+  inside a process of their own (`--plan-only`), without the command's start-up (TensorFlow's
+  import);
 - all skipped: every planned output and sidecar is then put in place, and the real
   `stylebatch run` (a temporary Prefect server, the flow, the report, failed.csv, the artifacts)
   runs again: every pair is skipped. Its clocks (benchmarks/flowdriver.py) split the whole command
@@ -89,6 +91,25 @@ def fill_outputs(plan: dict) -> int:
     return len(plan["run"])
 
 
+def plan_only(manifest: str, out: str, weights: str) -> int:
+    """The dry run's steps, timed one by one in this process: prints one JSON line."""
+    import time
+
+    from flows import prepare
+
+    clocks, start = {}, time.perf_counter()
+    defaults = prepare.run_options({"weights": weights, "size": 64}, "default")
+    parsed = prepare.read_manifest(manifest, defaults)
+    clocks["read_s"] = time.perf_counter() - start
+    networks = prepare.check_networks(parsed, defaults)
+    probes = prepare.probe_all(prepare.inputs(parsed))
+    clocks["hash_s"] = time.perf_counter() - start - clocks["read_s"]
+    plan = prepare.plan(parsed, probes, out, networks, False)
+    clocks["plan_s"] = time.perf_counter() - start
+    print(json.dumps({k: round(v, 3) for k, v in clocks.items()} | {"todo": len(plan.todo)}))
+    return 0
+
+
 def measure(work: Path, rows: int) -> dict:
     """Plan, fill, run again: seconds and peak RSS of each command."""
     base = work / f"rows-{rows}"
@@ -101,20 +122,24 @@ def measure(work: Path, rows: int) -> dict:
     plan_child = run_child([*stylebatch, "--dry-run", "--json"], env, logs / "plan.log")
     check(plan_child, f"the dry run of {rows} rows")
     plan = json.loads(plan_child.log.read_text().strip().splitlines()[-1])
+    argv = [sys.executable, __file__, "--plan-only", str(manifest), str(out), common[3]]
+    steps = run_child(argv, env, logs / "steps.log")
+    check(steps, f"the timed plan of {rows} rows")
+    clocks = json.loads(steps.log.read_text().strip().splitlines()[-1])
     filled = fill_outputs(plan)
 
-    clocks = base / "clocks.json"
+    flow_clocks = base / "clocks.json"
     driver = [sys.executable, str(ROOT / "benchmarks" / "flowdriver.py"), "run", str(manifest)]
     again = run_child(
-        [*driver, *common], env | {"STYLEBATCH_BENCH_TIMES": str(clocks)}, logs / "again.log"
+        [*driver, *common], env | {"STYLEBATCH_BENCH_TIMES": str(flow_clocks)}, logs / "again.log"
     )
     check(again, f"the all-skipped run of {rows} rows")
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["skipped"] == rows == filled, report["summary"]
     return {
         "rows": rows,
-        "plan": _child(plan_child),
-        "all_skipped": _child(again) | {"clocks": json.loads(clocks.read_text())},
+        "plan": _child(plan_child) | {"steps": clocks, "steps_max_rss_mb": steps.max_rss_mb},
+        "all_skipped": _child(again) | {"clocks": json.loads(flow_clocks.read_text())},
         "report_bytes": (out / "report.json").stat().st_size,
         "failed_csv_bytes": (out / "failed.csv").stat().st_size,
     }
@@ -127,8 +152,9 @@ def _child(child: Child) -> dict:
 def print_table(results: list[dict]) -> None:
     headers = [
         "rows",
-        "plan s",
-        "plan peak RSS MB",
+        "dry run s",
+        "its plan s (read, hash, plan)",
+        "dry run peak RSS MB",
         "all-skipped run s",
         "its flow body s",
         "run s per 1,000 rows",
@@ -139,10 +165,13 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         again = r["all_skipped"]
         body = again["clocks"].get("flow_body_s")
+        steps = r["plan"]["steps"]
         lines.append(
             [
                 f"{r['rows']:,}",
                 fmt(r["plan"]["seconds"], 1),
+                f"{steps['plan_s']:.1f} ({steps['read_s']:.1f}, {steps['hash_s']:.1f}, "
+                f"{steps['plan_s'] - steps['read_s'] - steps['hash_s']:.1f})",
                 fmt(r["plan"]["max_rss_mb"], 0),
                 fmt(again["seconds"], 1),
                 fmt(body, 1),
@@ -159,7 +188,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--plan-only", nargs=3, metavar=("MANIFEST", "OUT", "WEIGHTS"))
     args = parser.parse_args()
+    if args.plan_only:
+        return plan_only(*args.plan_only)
     work = args.work or Path(tempfile.mkdtemp(prefix="stylebatch-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     print(machine_line(machine()))

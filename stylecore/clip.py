@@ -44,10 +44,11 @@ def computed_pair(index: int, previous: np.ndarray, current: np.ndarray) -> Fram
 
 
 def frame_options(options: StyleOptions, first: bool) -> StyleOptions:
-    """A frame's options: after a shot's first frame, frame_iterations when set."""
+    """A frame's options: after a shot's first frame, frame_iterations when set (never more than
+    `iterations`: a tied frame needs fewer, not more, than one on its own)."""
     if first or options.temporal_weight == 0 or options.frame_iterations is None:
         return options
-    return options.replace(iterations=options.frame_iterations)
+    return options.replace(iterations=min(options.frame_iterations, options.iterations))
 
 
 def stylize_frame(

@@ -124,6 +124,7 @@ def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     manifest = prepare.read_manifest(run.manifest, defaults, run.strict).only(run.rows)
     networks = prepare.check_networks(manifest, defaults)
     devices.pool(max(1, run.concurrency))
+    prepare.limit_frames(manifest)
     probes = hash_inputs(prepare.inputs(manifest))
     plan = prepare.plan(manifest, probes, run.output, networks, run.force)
     cache_root = run.feature_cache or default_root()

@@ -38,6 +38,7 @@ HASH_THREADS = 4  # inputs read and decoded at once
 MIN_STYLE_GAIN = 10.0  # a done pair whose style distance shrank less than this many times: weak
 UPSCALE_NOTE = 2.0  # a content enlarged this much or more is noted: the output will look soft
 _handed: dict[tuple[str, StyleOptions], Manifest] = {}
+_frame_limits: dict[str, int] = {}  # content → the most frames a row naming it allows
 
 
 class RunError(StyleError):
@@ -135,6 +136,14 @@ def check_networks(manifest: Manifest, defaults: StyleOptions) -> Networks:
     return Networks(loaded, errors)
 
 
+def limit_frames(manifest: Manifest) -> None:
+    """Let this process's probes refuse a clip longer than every row naming it allows
+    (max_frames) from its header, before decoding it (a 4-hour clip)."""
+    for pair in manifest.pairs:
+        allowed = max(_frame_limits.get(pair.content, 0), pair.options.max_frames)
+        _frame_limits[pair.content] = allowed
+
+
 def inputs(manifest: Manifest) -> list[str]:
     """Every distinct input the pairs read, sorted: each is probed once."""
     return sorted({u for p in manifest.pairs for _, u in p.inputs()})
@@ -150,8 +159,8 @@ def probe(where: str, logger: logging.Logger = log) -> Probe:
     """An input's sha256 and pixel shape, or the one-line cause it cannot be used; a cause that
     concerns the whole run (a missing bucket, no credentials) is raised."""
     try:
-        if clipsource.is_clip(where):
-            return clipsource.probe(where)  # decoded once here: frames, rate, audio
+        if clipsource.is_clip(where):  # decoded once here: frames, rate, audio
+            return clipsource.probe(where, _frame_limits.get(where))
         data = storage.read_bytes(where)
         picture = images.decode(data, where)  # decoded once here: bad images fail early
     except storage.NotFoundError:

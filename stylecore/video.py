@@ -25,6 +25,8 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 VFR_TOLERANCE = 0.02  # frame intervals further than this fraction from 1/fps: a variable rate
 DEFAULT_FPS = 24.0  # a frame sequence's rate (it has none of its own)
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*\S+\s+pts_time:(\S+).*?\bs:(\d+)x(\d+)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+HEADER_SLACK = 1.05  # a header's duration × rate may overshoot the decoded count a little
 _FPS = re.compile(r"Video:.*?(\d+(?:\.\d+)?) fps")
 _CUT = re.compile(r"moov atom not found|Invalid data|partial file|error", re.IGNORECASE)
 
@@ -59,6 +61,12 @@ def probe(path: str | Path, max_frames: int | None = None, name: str | None = No
     """Decode a video file once: its frames, rate, shape and audio, or a one-line ImageError
     (undecodable, truncated, no frames, a size change, more than max_frames)."""
     name = name or str(path)
+    promised = estimate_frames(path)
+    if max_frames is not None and promised and promised > max_frames * HEADER_SLACK:
+        raise ImageError(  # refused from the header: a 4-hour clip is not decoded to say so
+            f"{name}: about {promised} frames by its header, more than max_frames ({max_frames}): "
+            "raise --max-frames or cut the clip"
+        )
     lines = _ffmpeg(["-i", str(path), "-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-"], name)
     frames = [m.groups() for m in map(_SHOWINFO.search, lines) if m]
     if not frames:
@@ -80,6 +88,18 @@ def probe(path: str | Path, max_frames: int | None = None, name: str | None = No
     fps = _fps(header, [float(t) for _, t, _, _ in frames])
     notes = _rate_notes([float(t) for _, t, _, _ in frames], fps)
     return ClipInfo(len(frames), fps, sizes.pop(), "Audio:" in header, notes)
+
+
+def estimate_frames(path: str | Path) -> int | None:
+    """The frames a video's header promises (duration × rate), without decoding; None when it
+    gives no duration or rate."""
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    header = subprocess.run(command, capture_output=True, text=True, errors="replace").stderr
+    duration, fps = _DURATION.search(header), _FPS.search(header)
+    if not duration or not fps:
+        return None
+    hours, minutes, seconds = (float(x) for x in duration.groups())
+    return round((3600 * hours + 60 * minutes + seconds) * float(fps.group(1)))
 
 
 def _ffmpeg(args: list[str], name: str) -> list[str]:

@@ -139,8 +139,22 @@ def test_undecodable_and_truncated_clips_are_one_line_errors(tmp_path, make, exp
 def test_too_many_frames_a_size_change_and_no_frames_are_refused(tmp_path):
     path = tmp_path / "clip.mp4"
     write_clip(path, clip_frames(6))
-    with pytest.raises(ImageError, match=r"6 frames, more than max_frames \(5\)"):
+    with pytest.raises(ImageError, match=r"6 frames.*, more than max_frames \(5\)"):
         video.probe(path, max_frames=5)
+    long = tmp_path / "long.mp4"  # 10 s at 30 fps: refused from its header, before decoding
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=size=16x16:rate=30:duration=10",
+        "-pix_fmt",
+        "yuv420p",
+        str(long),
+    )
+    with pytest.raises(
+        ImageError, match=r"about 300 frames by its header, more than max_frames \(100\)"
+    ):
+        video.probe(long, max_frames=100)
     folder = tmp_path / "seq"
     folder.mkdir()
     for i, frame in enumerate([*clip_frames(2), noise_image(40, 64)], 1):

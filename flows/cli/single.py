@@ -82,7 +82,7 @@ def stylize_clip_command(args: argparse.Namespace, options: StyleOptions) -> int
     if not output.lower().endswith(CLIP_OUTPUTS):
         raise ImageError(f"output '{args.output}': a clip's output is a video (.mp4)")
     styles = [uri.absolute(s) for s in args.styles]
-    probes = {content: _clip_probe(content), **prepare.probe_all(styles)}
+    probes = {content: _clip_probe(content, options.max_frames), **prepare.probe_all(styles)}
     pair = Pair(
         0, content, tuple(StyleRef(s, None) for s in styles), uri.name(output), options, {}, {}
     )
@@ -103,9 +103,9 @@ def stylize_clip_command(args: argparse.Namespace, options: StyleOptions) -> int
     return 0
 
 
-def _clip_probe(content: str):
+def _clip_probe(content: str, max_frames: int):
     try:
-        return clipsource.probe(content)
+        return clipsource.probe(content, max_frames)
     except storage.NotFoundError as exc:
         raise ImageError(f"content '{content}' not found") from exc
 

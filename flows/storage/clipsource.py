@@ -55,13 +55,13 @@ def local_copy(where: str, data: bytes | None = None) -> Iterator[str]:
         yield path
 
 
-def probe(content: str) -> Probe:
+def probe(content: str, max_frames: int | None = None) -> Probe:
     """A clip's hash, shape, frames, rate and audio; ImageError (one line) when it cannot be used."""
     uris = frame_uris(content)
     if uris is None:
         data = storage.read_bytes(content)
         with local_copy(content, data) as path:
-            info = video.probe(path, name=uri.show(content))
+            info = video.probe(path, max_frames, name=uri.show(content))
         sha = "sha256:" + hashlib.sha256(data).hexdigest()
     else:
         digest = hashlib.sha256()
@@ -71,7 +71,7 @@ def probe(content: str) -> Probe:
             digest.update(hashlib.sha256(data).digest())
             return images.decode(data, where)
 
-        info = video.probe_sequence(uris, name=uri.show(content), read=read)
+        info = video.probe_sequence(uris, max_frames, uri.show(content), read)
         sha = "sha256:" + digest.hexdigest()
     h, w = info.shape
     return Probe(sha, (h, w), notes=info.notes, frames=info.frames, fps=info.fps, audio=info.audio)

@@ -167,7 +167,9 @@ def finish(
 def _encoded(job: Job) -> bytes:
     """The frames as one video file's bytes, encoded in a temporary folder."""
     suffix = posixpath.splitext(job.output)[1].lower() or ".mp4"
-    frames = (clipsource.decode(frame_uri(job, i)).rgb.astype(np.uint8) for i in range(job.frames))
+    frames = (
+        _at_source_size(job, clipsource.decode(frame_uri(job, i)).rgb) for i in range(job.frames)
+    )
     with tempfile.TemporaryDirectory(prefix="stylebatch-encode-") as folder:
         target = os.path.join(folder, "clip" + suffix)
         if job.audio and clipsource.frame_uris(job.content) is None:
@@ -177,6 +179,13 @@ def _encoded(job: Job) -> bytes:
             video.encode(frames, target, job.fps)
         with open(target, "rb") as file:
             return file.read()
+
+
+def _at_source_size(job: Job, rgb: np.ndarray) -> np.ndarray:
+    """A stylized frame (working size) at the source clip's size, uint8."""
+    if tuple(job.source_shape) not in ((0, 0), rgb.shape[:2]):
+        rgb = images.resize(rgb, tuple(job.source_shape))
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def _sidecar(job: Job, weights, records: list[dict], notes: list[str]) -> dict:
@@ -190,7 +199,8 @@ def _sidecar(job: Job, weights, records: list[dict], notes: list[str]) -> dict:
         "frames": job.frames,
         "fps": job.fps,
         "audio": job.audio,
-        "size": list(job.shape),
+        "size": list(job.shape),  # the frames' (H, W); the encoded clip is the source's
+        "video_size": list(job.source_shape),
         "flow": opticalflow.METHOD,
         "options": options.to_dict(),
         "network": outputs.network_info(weights),

@@ -128,6 +128,7 @@ class Job:
     frames: int = 0  # a clip's frame count (output: the encoded video); 0: a still image
     fps: float = 0.0
     audio: bool = False
+    source_shape: tuple[int, int] = (0, 0)  # a clip's own (H, W): its encoded output's size
 
     @property
     def sidecar(self) -> str:

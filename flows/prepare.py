@@ -314,6 +314,7 @@ def make_job(pair: Pair, probes: dict[str, Probe], output_root: str, weights_che
         frames=probe.frames,
         fps=probe.fps,
         audio=probe.audio,
+        source_shape=probe.shape if probe.frames else (0, 0),
     )
 
 

@@ -291,6 +291,8 @@ def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights
     assert all("temporal" in r["losses"] for r in sidecar["per_frame"] if r["linked"])
     assert sorted(p.name for p in (out / "cut").glob("*.png"))[:2] == ["000001.png", "000002.png"]
     assert len(list(video.read_frames(out / "cut.mp4"))) == 8
+    assert video.probe(out / "cut.mp4").shape == (48, 64)  # the source's size (frames: 48 px)
+    assert images.read_path(out / "cut" / "000001.png").rgb.shape == (36, 48, 3)
     assert video.probe(out / pathlib.Path(pairs[3]["output"]).name).frames == 4
     assert not list(out.glob("*truncated*")) and not list(out.glob("long*"))  # nothing half-written
     artifacts = flow_run_artifacts(state.state_details.flow_run_id)

@@ -371,3 +371,30 @@ def test_a_failed_frame_fails_its_clip_in_one_line_and_the_other_shot_finishes(
     with pytest.raises(StyleError, match="frame 2 of 6 is not finished"):
         clips.finish(job, weights, [], False, shots)
     assert not pathlib.Path(job.output).exists() and not pathlib.Path(job.sidecar).exists()
+
+
+@pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
+def test_a_clip_and_a_frame_folder_on_s3(s3_env, tiny_weights, tmp_path):
+    from s3server import make_bucket, s3_client
+
+    write_clip(tmp_path / "c.mp4", clip_frames(4))
+    files = {"in/c.mp4": (tmp_path / "c.mp4").read_bytes()}
+    files |= {f"in/seq/f{i}.png": images.encode_png(f) for i, f in enumerate(clip_frames(3), 1)}
+    files["in/style.png"] = images.encode_png(stripes().rgb)
+    make_bucket(s3_env, "art", files)
+    flags = ["--weights", str(tiny_weights), "--size", "32", "--iterations", "3", "--quiet"]
+    for content, out in (("c.mp4", "c.mp4"), ("seq/", "seq.mp4")):
+        command = ["stylize", f"s3://art/in/{content}", "s3://art/in/style.png"]
+        assert main([*command, "-o", f"s3://art/out/{out}", *flags]) == 0
+    client = s3_client(s3_env)
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="art", Prefix="out/")["Contents"]}
+    assert {
+        "out/c.mp4",
+        "out/c.json",
+        "out/c/000004.png",
+        "out/seq.mp4",
+        "out/seq/000003.json",
+    } <= keys
+    for key, count in (("out/c.mp4", 4), ("out/seq.mp4", 3)):
+        (tmp_path / "back.mp4").write_bytes(client.get_object(Bucket="art", Key=key)["Body"].read())
+        assert len(list(video.read_frames(tmp_path / "back.mp4"))) == count

@@ -251,6 +251,11 @@ def outcome(
     line["strip"] = strip(job)
     if document:
         line["losses"] = document["per_frame"][-1]["losses"]
+        scores = [r["quality"] for r in document["per_frame"] if r.get("quality")]
+        if scores:  # the frames' mean: a clip whose style barely moved is flagged weak too
+            line["quality"] = {
+                k: round(float(np.mean([q[k] for q in scores])), 6) for k in scores[0]
+            }
     return line
 
 

@@ -281,6 +281,7 @@ def test_clip_rows_in_a_batch_shots_outputs_and_bad_clips(tmp_path, tiny_weights
     ]
     assert (out / "contact-sheet.png").exists()
     assert pairs[3]["frames"] == {"done": 4, "total": 4}
+    assert 0 < pairs[2]["quality"]["style_ratio"] < 1  # the frames' mean score
     assert "truncated or corrupt" in pairs[4]["error"] and "truncated.mp4" in pairs[4]["error"]
     assert "8 frames, more than max_frames (5)" in pairs[6]["error"]
     assert all("\n" not in p["error"] for p in pairs.values() if p["error"])

@@ -190,7 +190,9 @@ def _watching(
     def for_options(options: StyleOptions) -> Callable[[Iteration], None]:
         log = _logging(logger, options)
         last_level = options.levels - 1
-        own = options == asked  # a smaller retry after running out of memory keeps no checkpoint
+        # a tiled retry keeps checkpointing (tiles do not change the result: the same key); a
+        # smaller one after running out of memory keeps none
+        own = options.identity() == asked.identity()
 
         def on_step(step: Iteration) -> None:
             log(step)

@@ -391,7 +391,7 @@ def test_an_unwritable_output_root_exits_2_with_one_line(tmp_path, tiny_weights,
 # --- out of memory ---------------------------------------------------------------------------------
 
 
-def test_out_of_memory_retries_once_at_a_smaller_size_and_says_so(tmp_path, tiny_weights):
+def test_out_of_memory_retries_in_tiles_then_at_a_smaller_size_and_says_so(tmp_path, tiny_weights):
     """TensorFlow's own allocator given a fixed pool, as a GPU's memory is: an allocation past it
     fails for real with ResourceExhaustedError (after TF's own waits for memory to free up, 10 s
     each, which is why one pair only: the double failure was run by hand)."""
@@ -413,13 +413,21 @@ def test_out_of_memory_retries_once_at_a_smaller_size_and_says_so(tmp_path, tiny
 
     assert code == 0, stdout + stderr
     (pair,) = json.loads((out / "report.json").read_text())["pairs"]
-    note = "out of memory at 512 px: stylized at 384 px"
-    enlarged = "content enlarged 9.1× (56×40 to 512×366 px): expect a soft result"
-    assert pair["status"] == "done" and pair["notes"] == [enlarged, note]
+    notes = [
+        "content enlarged 9.1× (56×40 to 512×366 px): expect a soft result",
+        "out of memory at 512 px untiled: stylized in tiles of 256 px",
+        "out of memory at 512 px even in tiles of 256 px: stylized at 384 px "
+        "(made smaller: the last resort)",
+    ]
+    assert pair["status"] == "done" and pair["notes"] == notes
     assert max(iio.imread(pair["output"]).shape[:2]) == 384
     sidecar = json.loads(Path(pair["output"]).with_suffix(".json").read_text())
-    assert sidecar["notes"] == [enlarged, note] and sidecar["options"]["size"] == 384
-    assert "out of memory at 512 px; trying once more at 384 px" in stderr  # the log says so
+    assert sidecar["notes"] == notes and sidecar["options"]["size"] == 384
+    for said in (  # the log says so
+        "out of memory at 512 px untiled; trying again at the same size in tiles of 256 px",
+        "out of memory at 512 px in tiles of 256 px; the last resort: 384 px",
+    ):
+        assert said in stderr, stderr
 
 
 # --- the Prefect API unreachable -----------------------------------------------------------------

@@ -17,6 +17,7 @@ LAYERS = {
     "flows.batch": 3,  # the Prefect flow and its tasks
     "flows.shards": 3,
     "flows.tasks": 3,
+    "flows.clips": 3,
     "flows.prepare": 2,  # the domain: what a run does, without Prefect's orchestration
     "flows.featurecache": 2,
     "flows.outputs": 2,

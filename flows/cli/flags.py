@@ -42,7 +42,7 @@ HELP = {
     "tolerance": "stop a level when the loss improves by less than this fraction (0: never)",
     "checkpoint_every": "seconds between checkpoints of a running pair (0: none)",
     "temporal_weight": "clips: how strongly a frame follows the previous one warped by the flow",
-    "frame_iterations": "clips: iterations of each frame after a shot's first (default: --iterations)",
+    "frame_iterations": "clips: iterations of each frame after a shot's first (never more than --iterations)",
     "max_frames": "clips: refuse clips longer than this many frames",
     "xla": "compile each optimizer step with XLA (unset: off on CPUs; on GPUs from 256 px and 50 it.)",
 }

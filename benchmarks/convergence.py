@@ -11,6 +11,7 @@ sidecar's `quality`: style ratio and content error) and compared with the full r
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,10 @@ def measure(
     tolerances: tuple[float, ...] = TOLERANCES,
     show: float | None = None,
     pairs: tuple[tuple[str, str], ...] = PAIRS,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
-    """Every pair once at full length; each tolerance's stop, time and scores derived from it."""
+    """Every pair once at full length; each tolerance's stop, time and scores derived from it
+    (written to `partial` after each pair, when given)."""
     options = DEFAULTS.replace(
         network=NETWORK, size=size, iterations=iterations, optimizer=optimizer, tolerance=0.0
     )
@@ -56,12 +59,8 @@ def measure(
     stylizer = Stylizer(weights, options)
     scorer = Stylizer(weights, options.replace(precision="float32"))
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for content_name, style_name in pairs:
-        row = _pair(stylizer, scorer, options, content_name, style_name, tolerances, out, show)
-        rows.append(row)
-        print(_pair_line(row), flush=True)
-    return {
+    rows: list[dict] = []
+    result = {
         "network": NETWORK,
         "size": size,
         "iterations": iterations,
@@ -71,6 +70,13 @@ def measure(
         "tolerances": list(tolerances),
         "rows": rows,
     }
+    for content_name, style_name in pairs:
+        row = _pair(stylizer, scorer, options, content_name, style_name, tolerances, out, show)
+        rows.append(row)
+        print(_pair_line(row), flush=True)
+        if partial:
+            partial.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _pair(stylizer, scorer, options, content_name, style_name, tolerances, out, show) -> dict:

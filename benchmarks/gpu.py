@@ -10,7 +10,6 @@ or not, whatever the auto rule would choose.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -60,36 +59,53 @@ def floor_seconds(stylizer, x, xla: bool, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run_config(weights, contents, style, size, batch, precision, xla, args) -> dict:
+PRECISION = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "auto": "auto"}
+
+
+def run_config(weights, contents, style, config: dict, args) -> dict:
+    """One configuration: `iterations` timed steps after a compiling one; the `defaults` variant
+    runs as a user's default run does (precision and XLA auto, convergence stopping on, the
+    iterations a ceiling), `tiled` in tiles of half the size."""
     import numpy as np
     import tensorflow as tf
 
     from stylecore.options import DEFAULTS
     from stylecore.stylize import Stylizer
 
+    size, batch, precision, variant = (config[k] for k in ("size", "batch", "precision", "variant"))
     tf.config.experimental.enable_tensor_float_32_execution(precision != "fp32")
     options = DEFAULTS.replace(
         size=size,
         optimizer=args.optimizer,
         iterations=args.iterations + 1,
-        precision="bfloat16" if precision == "bf16" else "float32",
-        xla=xla,
+        precision=PRECISION[precision],
+        xla=config["xla"],
+        tolerance=DEFAULTS.tolerance if variant == "defaults" else 0.0,
+        tile=str(max(size // 2, 32)) if variant == "tiled" else DEFAULTS.tile,
     )
     stylizer = Stylizer(weights, options)
     if "relu5_1" not in stylizer.net.outputs:
         raise SystemExit("gpu.py: the floor needs relu5_1 among the network's outputs")
     grams = stylizer.grams(style, options)
     x = stylizer.net.preprocess(contents[:batch])
-    floor = floor_seconds(stylizer, x, xla, 2 if args.smoke else 20)
+    floor = floor_seconds(stylizer, x, bool(config["xla"]), 2 if args.smoke else 20)
     steps = stylizer.steps(contents[:batch], lambda _: [grams], options)
     start = time.perf_counter()
-    next(steps)  # traces and compiles
+    last = next(steps)  # traces and compiles
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    last = collections.deque(steps, maxlen=1)[0]  # keeps only the newest step's image
+    count, start = 0, time.perf_counter()
+    for step in steps:  # keeps only the newest step's image
+        last, count = step, count + 1
     seconds = time.perf_counter() - start
     image = np.clip(np.rint(stylizer.net.deprocess(last.image)), 0, 255).astype(np.uint8)
-    return {"compile_s": compile_s, "seconds": seconds, "floor_s": floor, "image": image}
+    return {
+        "compile_s": compile_s,
+        "seconds": seconds,
+        "iterations": count,
+        "floor_s": floor,
+        "image": image,
+        "precision_used": stylizer.net.precision,
+    }
 
 
 def main(argv=None) -> int:
@@ -122,25 +138,38 @@ def bench(args, work: Path) -> int:
     names = ["chelsea.png", "astronaut.png", "coffee.png", "rocket.png", "brick.png", "gravel.png"]
     names += ["hubble-deep-field.png", "chelsea.png"]
     configs = [
-        (size, batch, precision, xla)
+        {"size": size, "batch": batch, "precision": precision, "xla": xla, "variant": ""}
         for size in args.sizes
         for batch in args.batches
         for precision in ("tf32", "bf16")
         for xla in (False, True)
     ]
-    configs.insert(0, (args.sizes[0], 1, "fp32", False))  # strict float32: the images' reference
-    configs.sort(key=lambda c: c[0] * c[0] * c[1])  # cheapest first: a cut budget keeps most
+    # Strict float32, the images' reference; a user's default run (precision and XLA auto,
+    # convergence stopping, iterations a ceiling) batched; one pair in tiles of half the size.
+    first, most = args.sizes[0], max(args.batches)
+    configs.insert(0, {"size": first, "batch": 1, "precision": "fp32", "xla": False, "variant": ""})
+    configs.append(
+        {"size": first, "batch": most, "precision": "auto", "xla": None, "variant": "defaults"}
+    )
+    configs.append(
+        {"size": first, "batch": 1, "precision": "auto", "xla": None, "variant": "tiled"}
+    )
+    # Cheapest first, so a cut budget keeps most; the defaults and tiled rows after their size.
+    configs.sort(key=lambda c: (c["size"] ** 2 * c["batch"], c["variant"] != ""))
     started, rows, images = time.perf_counter(), [], {}
-    for size, batch, precision, xla in configs:
-        label = {"size": size, "batch": batch, "precision": precision, "xla": xla}
+    for config in configs:
+        label = dict(config)
+        key = tuple(config.values())
         if time.perf_counter() - started > args.budget_s:
             rows.append({**label, "skipped": "time budget"})
             continue
+        size, batch = config["size"], config["batch"]
         contents = np.stack([square(n, size) for n in names[:batch]])
         style = square("swirls.png", size)
-        r = run_config(weights, contents, style, size, batch, precision, xla, args)
-        images[size, batch, precision, xla] = r["image"]
-        per500 = r["seconds"] / args.iterations * 500
+        r = run_config(weights, contents, style, config, args)
+        images[key] = r["image"]
+        per_iteration = r["seconds"] / max(r["iterations"], 1)
+        per500 = per_iteration * 500 if config["variant"] != "defaults" else r["seconds"]
         flop = iteration_flops(weights, size, size, STYLE_LAYERS) * batch
         rows.append(
             {
@@ -148,19 +177,21 @@ def bench(args, work: Path) -> int:
                 "compile_s": r["compile_s"],
                 "s_per_500": per500,
                 "s_per_pair_500": per500 / batch,
-                "tflops": flop * args.iterations / r["seconds"] / 1e12,
+                "iterations": r["iterations"],
+                "precision_used": r["precision_used"],
+                "tflops": flop / per_iteration / 1e12,
                 "floor_s": r["floor_s"],
                 "floor_tflops": floor_flops(weights, size, size) * batch / r["floor_s"] / 1e12,
-                "ceiling_tflops": CEILING_TFLOPS[precision],
+                "ceiling_tflops": CEILING_TFLOPS.get(config["precision"], CEILING_TFLOPS["bf16"]),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
     for r in rows:  # bf16 against TF32 with the same XLA setting; strict fp32 against TF32, no XLA
         if "skipped" in r:
             continue
-        xla = r["xla"] if r["precision"] == "bf16" else False
-        ref = images.get((r["size"], r["batch"], "tf32", xla))
-        own = images[r["size"], r["batch"], r["precision"], r["xla"]]
+        xla = bool(r["xla"]) if r["precision"] != "fp32" else False
+        ref = images.get((r["size"], r["batch"], "tf32", xla, ""))
+        own = images[tuple(r[k] for k in ("size", "batch", "precision", "xla", "variant"))]
         r["mad_vs_tf32"] = (
             None
             if ref is None or r["precision"] == "tf32"
@@ -172,6 +203,7 @@ def bench(args, work: Path) -> int:
         "batch",
         "convs",
         "XLA",
+        "run",
         "s / 500 it.",
         "s / pair / 500 it.",
         "TFLOP/s (ceiling)",
@@ -184,15 +216,19 @@ def bench(args, work: Path) -> int:
     for r in rows:
         if "skipped" in r:
             body.append(
-                [r["size"], r["batch"], r["precision"], r["xla"], "skipped: budget"] + [""] * 6
+                [r["size"], r["batch"], r["precision"], r["xla"], r["variant"], "skipped: budget"]
+                + [""] * 6
             )
             continue
         body.append(
             [
                 f"{r['size']}²",
                 r["batch"],
-                r["precision"],
-                "on" if r["xla"] else "off",
+                r["precision"] + (f" ({r['precision_used']})" if r["precision"] == "auto" else ""),
+                {None: "auto", True: "on", False: "off"}[r["xla"]],
+                {"defaults": f"defaults: stopped at {r['iterations'] + 1}", "tiled": "tiled ½"}.get(
+                    r["variant"], "fixed"
+                ),
                 f"{r['s_per_500']:.2f}",
                 f"{r['s_per_pair_500']:.2f}",
                 f"{r['tflops']:.3g} ({r['ceiling_tflops']:.0f})",
@@ -205,7 +241,9 @@ def bench(args, work: Path) -> int:
     print(f"\n## GPU benchmark{' (smoke)' if args.smoke else ''}\n\n{machine_line(m)}\n")
     print(table(headers, body))
     print(
-        f"\n{args.optimizer}, {args.iterations} timed iterations after one compiling step; "
+        f"\n{args.optimizer}, {args.iterations} timed iterations after one compiling step "
+        "(tolerance 0); the `defaults` row runs at most that many with the default tolerance, "
+        "precision and XLA auto, its s / 500 it. the whole run's seconds; "
         f"weights `{weights_path}`. TFLOP/s counts forward + input gradient through relu5_1 and "
         "the Grams (benchmarks/flops.py). Image Δ: mean |difference| in 0…255 units after "
         f"{args.iterations} iterations (bf16 vs TF32 with the same XLA setting; fp32 vs TF32, "

@@ -28,7 +28,7 @@ def per_iteration(
     common = ["--weights", weights_path, "--size", str(size), "--optimizer", "adam"]
     configs = {
         "ours adam fp32": ["--precision", "float32"],
-        "ours adam (defaults)": [],
+        "ours adam auto": ["--precision", "auto"],
         "seed-port": None,
     }
     walls: dict[str, dict[int, list[float]]] = {c: {n: [] for n in counts} for c in configs}
@@ -70,7 +70,7 @@ def render_per_iteration(result: dict[str, Any], in_process: dict | None) -> str
         if row:
             inside = {
                 "ours adam fp32": row["adam_fp32"]["median"],
-                "ours adam (defaults)": row["adam"]["median"],
+                "ours adam auto": row["adam"]["median"],
                 "seed-port": row["seed_port"]["median"],
             }
     rows = []
@@ -80,8 +80,8 @@ def render_per_iteration(result: dict[str, Any], in_process: dict | None) -> str
         rows.append(
             [
                 name,
-                fmt(statistics.median(walls[str(lo)] if str(lo) in walls else walls[lo]), 1),
-                fmt(statistics.median(walls[str(hi)] if str(hi) in walls else walls[hi]), 1),
+                fmt(statistics.median(walls.get(lo) or walls[str(lo)]), 1),
+                fmt(statistics.median(walls.get(hi) or walls[str(hi)]), 1),
                 fmt(r["per_iteration"]),
                 f"{r['per_iteration'] / port:.2f}",
                 fmt(own) if own else "—",

@@ -17,7 +17,7 @@ from flows.storage import checkpoints
 from stylecore import images
 from stylecore.errors import ImageError, StyleError
 from stylecore.options import StyleOptions
-from stylecore.stylize import Iteration, Resume, Stylizer, shared_stylizer
+from stylecore.stylize import Iteration, Resume, Stylizer, level_sizes, shared_stylizer
 
 
 def transient(task, task_run, state) -> bool:
@@ -135,7 +135,8 @@ def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict
         )
         saver = _checkpointer(jobs, options, stylizer)
         saved = saver.resume()
-        resume = saved and Resume(saved.level, saved.iteration, saved.arrays)
+        fits = saved is not None and _fits(saved, contents, options, logger)
+        resume = Resume(saved.level, saved.iteration, saved.arrays) if fits else None
         if resume:
             logger.info("resuming at level %d, iteration %d", resume.level, resume.iteration)
         on_step = _watching(logger, stylizer, saver, options)
@@ -165,6 +166,19 @@ def _checkpointer(
     identity, checksum = options.identity(), stylizer.weights.checksum
     keys = [checkpoints.key(job, identity, checksum) for job in jobs]
     return checkpoints.Checkpointer(jobs, keys, options.checkpoint_every)
+
+
+def _fits(saved: checkpoints.Saved, contents: list, options: StyleOptions, logger) -> bool:
+    """Whether a checkpoint's image has the shape its level gives these contents (the key rules
+    out other inputs and options; this, a file from a version that shaped levels otherwise)."""
+    sizes = level_sizes(options)
+    if 0 <= saved.level < len(sizes) and saved.arrays:
+        final = images.fit_shape(images.composite(contents[0]).shape[:2], options.size)
+        shape = (len(contents), *images.fit_shape(final, sizes[saved.level]), 3)
+        if saved.arrays[0].shape == shape:
+            return True
+    logger.warning("checkpoint ignored: it does not fit level %d of this pair", saved.level)
+    return False
 
 
 def _resumed(resume: Resume | None, asked: StyleOptions, used: StyleOptions) -> dict | None:

@@ -59,7 +59,11 @@ class StyleOptions:
     size: int = 512  # longest side of the output, in pixels
     levels: int = 1  # coarse-to-fine: sizes size/2**(levels-1), …, size
 
-    precision: str = "float32"  # the network's arithmetic: float32 | bfloat16 (GPUs)
+    # The network's arithmetic: float32, bfloat16, or auto = bfloat16 where the device does it
+    # natively (CPUs with AVX-512 BF16 or AMX, GPUs with bf16 tensor cores; stylecore/hardware.py)
+    # and float32 elsewhere. Grams, losses and the image stay float32. auto measured within 3% of
+    # float32's scores (benchmarks/RESULTS.md); it becomes the default once tests pin float32.
+    precision: str = "float32"
     # Compile each optimizer step with XLA. None (auto): off on CPUs, where the step with its
     # flipped-kernel gradients measured as fast or faster without it (README, Performance); on a
     # GPU, on when the run repays the compile (a few seconds per image shape): size ≥ 256 px and

@@ -37,7 +37,8 @@ HELP = {
     "iterations": "iterations per level",
     "size": "longest side of the output in pixels",
     "levels": "coarse-to-fine levels (each half the size of the next)",
-    "precision": "float32, or bfloat16 for the network on GPUs (Grams and losses stay float32)",
+    "precision": "the network's arithmetic: float32, bfloat16, or auto (bfloat16 where the CPU or "
+    "GPU does it natively, else float32); Grams, losses and the image stay float32",
     "tile": "auto (tile only when a step does not fit the device), 0 (never) or N (tiles ≤ N px)",
     "tolerance": "stop a level when the loss improves by less than this fraction (0: never)",
     "checkpoint_every": "seconds between checkpoints of a running pair (0: none)",

@@ -55,7 +55,7 @@ class Progress:
     """A progress artifact over a run's pairs; silent outside a flow run."""
 
     def __init__(self, total: int, output: str):
-        self.total, self.finished = max(total, 1), 0
+        self.total, self.finished, self.shown = max(total, 1), 0, 0.0
         self.id: UUID | None = _quietly(
             create_progress_artifact,
             0.0,
@@ -64,9 +64,13 @@ class Progress:
         )
 
     def advance(self, _outcome: dict | None = None) -> None:
+        """One more pair finished; the artifact moves by whole percents (at most ~101 API calls
+        a run: one per pair cost 27 ms each, most of an all-skipped 10,000-row rerun)."""
         self.finished += 1
-        if self.id is not None:
-            _quietly(update_progress_artifact, self.id, 100.0 * self.finished / self.total)
+        percent = 100.0 * self.finished / self.total
+        if self.id is not None and (percent - self.shown >= 1 or self.finished == self.total):
+            self.shown = percent
+            _quietly(update_progress_artifact, self.id, percent)
 
 
 class ClipProgress:

@@ -22,7 +22,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import devices, outputs, storage, uri
+from flows import devices, outputs, stops, storage, uri
 from flows.artifacts import ClipProgress, publish_clip_link
 from flows.featurecache import FeatureCache, FlowCache, grams_source
 from flows.model import Job
@@ -76,6 +76,10 @@ def run_shot(
         with _naming(first - 1):
             previous = _previous(job, first, frames, options) if first > start else None
         for index in range(first, stop):
+            if stops.requested():  # a graceful stop: between frames, every finished one kept
+                raise stops.Interrupted(
+                    f"interrupted by {stops.signal_name()} at frame {index + 1} of {job.frames}"
+                )
             with _naming(index):
                 previous = _frame(job, index, frames, previous, stylizer, grams_for, cache_root)
             if on_frame:
@@ -298,6 +302,10 @@ def stylize_clips(jobs: list[Job], cache_root: str, force: bool) -> Iterator[dic
     started = time.perf_counter()
     for job in jobs if force else []:  # --force redoes a clip: its finished frames too
         clear_frames(job)
+    if stops.requested():  # stopped before the clips began: none starts
+        for job in jobs:
+            yield outcome(job, "interrupted", 0.0, error=f"interrupted by {stops.signal_name()}")
+        return
     planned = {job.output: shots_task.submit(job, _label(job)) for job in jobs}
     shots: dict[str, list[tuple[int, int]]] = {}
     running: dict[str, list] = {}
@@ -316,6 +324,9 @@ def stylize_clips(jobs: list[Job], cache_root: str, force: bool) -> Iterator[dic
         error = next(filter(None, [_error(f) for f in running[job.output]]), None)
         _PROGRESS.pop(job.output, None)
         seconds = time.perf_counter() - started
+        if error and stops.requested():  # a rerun resumes the clip at its first missing frame
+            yield outcome(job, "interrupted", time.perf_counter() - started, error=error)
+            continue
         try:
             if error:
                 raise StyleError(error)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from flows import clips, prepare, storage, uri
+from flows import prepare, storage, uri
 from flows.cli.flags import options_from_args
 from flows.cli.progress import download_bar, iteration_bar, pair_bar
 from flows.featurecache import default_root
@@ -91,6 +91,8 @@ def stylize_clip_command(args: argparse.Namespace, options: StyleOptions) -> int
     )
     if problem:
         raise ImageError(problem)
+    from flows import clips  # Prefect's tasks: imported for clips only, so a still starts fast
+
     weights = shared_stylizer(options).weights
     job = prepare.make_job(pair, probes, uri.parent(output), weights.checksum)
     cache = args.feature_cache if getattr(args, "feature_cache", None) else default_root()

@@ -53,7 +53,12 @@ def measure(
     """Every pair once at full length; each tolerance's stop, time and scores derived from it
     (written to `partial` after each pair, when given)."""
     options = DEFAULTS.replace(
-        network=NETWORK, size=size, iterations=iterations, optimizer=optimizer, tolerance=0.0
+        network=NETWORK,
+        size=size,
+        iterations=iterations,
+        optimizer=optimizer,
+        tolerance=0.0,
+        precision="auto",  # bfloat16 where native, as measured in RESULTS.md
     )
     weights = shared_weights(resolve_spec(NETWORK, None))
     stylizer = Stylizer(weights, options)
@@ -156,7 +161,7 @@ def render(result: dict[str, Any], default: float | None = None) -> str:
     rows = []
     for t in [0.0, *result["tolerances"]]:
         s = totals(result, t)
-        mark = " (default)" if t == default else ""
+        mark = " (default)" if t == default else ""  # the option's, or the one proposed
         rows.append(
             [
                 f"{t:g}{mark}" if t else "0 (off: every iteration)",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU benchmark of issue 5: 512² and 1024², batch 1 and 8, TF32 vs bf16 convolutions, XLA off/on.
+# GPU benchmark of issues 5 and 16: 512² and 1024², batch 1 and 8, TF32 vs bf16 convolutions,
+# XLA off/on; a default run (precision and XLA auto, convergence stopping) batched; one tiled pair.
 #
 #   benchmarks/gpu.sh [--smoke] [--weights VGG19.mat] [--json out.json] [gpu.py flags …]
 #

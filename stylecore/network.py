@@ -105,9 +105,10 @@ def _conv(x: tf.Tensor, layer: Layer, kernel: tf.Tensor, flipped: tf.Tensor | No
 
     For a stride-1 convolution the gradient with respect to the input is the output gradient
     convolved with the kernel rotated 180° (in and out channels swapped), padded k-1-pad. That is
-    the same sum TF's Conv2DBackpropInput computes, but on CPUs the forward kernel is much faster:
-    at 256² the VGG19 layers up to relu5_1 take 0.35 s that way against 0.62 s, which makes a
-    whole step about 20% faster (README, Performance). Nothing here takes a second derivative.
+    the same sum TF's Conv2DBackpropInput computes, but on some CPUs the forward kernel is much
+    faster: at 256² the VGG19 layers up to relu5_1 took 0.35 s that way against 0.62 s on one
+    2-core EPYC, a whole step about 20% faster; on a newer one (with AVX-512 BF16) the two
+    measured within 3% (benchmarks/RESULTS.md, issue 16). Nothing here takes a second derivative.
     """
     top, bottom, left, right = layer.pad
     padding = [[0, 0], [top, bottom], [left, right], [0, 0]]

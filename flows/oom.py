@@ -1,4 +1,4 @@
-"""Out of memory: the same size again in tiles, then (the last resort) smaller; said in the notes.
+"""Out of memory: the same size again in smaller tiles, then (the last resort) smaller; said in notes.
 A batch of several images fails instead (the flow retries its pairs one by one)."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def optimize(
     **where,
 ) -> tuple[list[Result], StyleOptions]:
     """Results and the options they were made with: when the device runs out of memory, once
-    more at the same size in tiles half the size of those tried (unless --tile 0), then once at
-    a smaller size. `where`: start, temporal, resume (Stylizer.steps)."""
+    more at the same size in tiles a quarter of the area of what was tried (unless --tile 0),
+    then once at a smaller size. `where`: start, temporal, resume (Stylizer.steps)."""
     results, error = _attempt(contents, grams, options, stylizer, init, on_step, logger, where)
     if error is None:
         return results, options
@@ -88,20 +88,19 @@ def _how(options: StyleOptions) -> str:
 
 
 def _tiled(options: StyleOptions, stylizer: Stylizer, content: Picture) -> StyleOptions | None:
-    """The same options in tiles half the size of the ones that failed (auto: of the plan it
-    chose, or of the image when it ran whole); None when --tile 0 or the tiles are already the
-    smallest."""
+    """The same options in tiles whose windows (tile and halos) have a quarter of the area of what
+    failed (the whole image, or the tiles auto or --tile chose); None when --tile 0 or no smaller
+    tile is left."""
     if options.tile == "0":
         return None
     shape = fit_shape(content.rgb.shape[:2], options.size)
-    if options.tile_px is not None:
-        tried = options.tile_px
-    else:
-        plan = stylizer.tile_plan(shape, 1, options)
-        tried = plan.tile if plan is not None else max(shape)
-    if tried // 2 < MIN_TILE:
+    halo, align = stylizer.halo, stylizer.geometry.align
+    plan = stylizer.tile_plan(shape, 1, options)
+    window = max(shape) if plan is None else plan.tile + 2 * halo
+    tile = max(MIN_TILE, (window // 2 - 2 * halo) // align * align)
+    if plan is not None and tile >= plan.tile:
         return None
-    return options.replace(tile=str(tried // 2))
+    return options.replace(tile=str(tile))
 
 
 def _attempt(contents, grams: GramsSource, options, stylizer, init, on_step: OnStep, logger, where):

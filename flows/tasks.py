@@ -246,12 +246,14 @@ def _logging(logger, options: StyleOptions) -> Callable[[Iteration], None]:
     def log(step: Iteration) -> None:
         if step.iteration % every == 0 or step.iteration == options.iterations:
             losses = {k: float(v[0]) for k, v in step.losses.items()}
+            tiles = step.tiles
             logger.info(
-                "iteration %d/%d at %d×%d: loss %.4g (content %.4g, style %.4g, tv %.4g), %.2f s",
+                "iteration %d/%d at %d×%d%s: loss %.4g (content %.4g, style %.4g, tv %.4g), %.2f s",
                 step.iteration,
                 options.iterations,
                 step.shape[1],
                 step.shape[0],
+                f" in {len(tiles.tiles)} tiles of {tiles.tile} px" if tiles else "",
                 losses["total"],
                 losses["content"],
                 losses["style"],

@@ -7,6 +7,7 @@ a batch has its own optimizer state (L-BFGS history, step sizes): a batch is exa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -90,13 +91,18 @@ class Optimizer:
     ) -> Iterator[Step]:
         """Yield one Step per iteration, `first` … `iterations`. `gradient` computes the losses
         and gradient outside the compiled step (tiled images); `state` continues a saved run."""
-        state = self.initial_state(x0) if state is None else tuple(state)
+        # Tiled, the image and the optimizer's state live in host memory: the device keeps room
+        # for a tile (L-BFGS's history alone is 2·lbfgs_memory images).
+        host = tf.device("/CPU:0") if gradient is not None else contextlib.nullcontext()
+        with host:
+            state = self.initial_state(x0) if state is None else tuple(state)
         for i in range(first, iterations + 1):
             if gradient is None:
                 state, losses = self._compiled(state, targets.as_args(), bounds)
             else:
                 losses, g = gradient(state[0])
-                state = self._compiled_update(state, g, bounds)
+                with host:
+                    state = self._compiled_update(state, g, bounds)
             values = {k: v.numpy() for k, v in losses.items()}
             if not np.all(np.isfinite(values["total"])):
                 raise NumericalError(
@@ -104,6 +110,10 @@ class Optimizer:
                     "lower the learning rate or the style/content weights"
                 )
             yield Step(i, values, state[0], state)
+
+    def state_bytes(self, pixels: int, batch: int) -> int:
+        """Memory of the state for `batch` images of `pixels` pixels (float32 RGB images)."""
+        return self.STATE_IMAGES * 12 * pixels * batch
 
     def value_and_grad(self, x: tf.Tensor, targets: Targets) -> tuple[Losses, tf.Tensor]:
         """The losses at x and the gradient of their sum, compiled (what a step starts with)."""
@@ -131,6 +141,8 @@ class Optimizer:
 class Adam(Optimizer):
     """Adam in pixel units (the seed recipe: lr 10, β 0.9/0.999), projected onto valid pixels."""
 
+    STATE_IMAGES = 4  # x, m, v and the update's copy
+
     def initial_state(self, x0):
         zeros = tf.zeros_like(x0)
         return (x0, zeros, zeros, tf.constant(0.0))
@@ -157,6 +169,11 @@ class LBFGS(Optimizer):
     """
 
     FIRST_STEP = 10.0  # pixel units, the seed recipe's Adam step
+
+    @property
+    def STATE_IMAGES(self) -> int:  # noqa: N802  (as Adam's constant)
+        """x, g, s and the history S, Y, each replaced whole by an update (so twice)."""
+        return 3 + 4 * self.options.lbfgs_memory
 
     def portable_state(self, state):
         """The image only: the history is 2·memory images, and rebuilding it costs a few steps."""

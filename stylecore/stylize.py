@@ -201,7 +201,10 @@ class Stylizer:
         """How a step on `batch` images of `shape` is tiled (options.tile, the device's free
         memory), or None to run it whole."""
         free = tiling.free_memory(self.device)
-        return tiling.choose(tuple(shape), batch, options.tile_px, self.geometry, self.halo, free)
+        state = self._optimizer(options).state_bytes(shape[0] * shape[1], batch)
+        return tiling.choose(
+            tuple(shape), batch, options.tile_px, self.geometry, self.halo, free, state
+        )
 
     @property
     def device(self) -> str | None:

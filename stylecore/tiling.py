@@ -194,12 +194,16 @@ def choose(
     geo: Geometry,
     halo: int,
     free: int | None,
+    reserved: int = 0,
 ) -> Plan | None:
     """The level's tiling, or None to run it whole. `tile_option`: None auto (whole when the
     step fits MEMORY_SHARE of `free`, else the largest tile whose window fits), 0 never, N tiles
-    of at most N px (whole when the image is not larger)."""
+    of at most N px (whole when the image is not larger). `reserved`: bytes already spoken for
+    (the optimizer's state), taken from `free` first."""
     if tile_option == 0:
         return None
+    if free is not None:
+        free = max(0, free - reserved)
     if tile_option is None:
         if free is None or step_bytes(geo, shape[0] * shape[1], batch) <= MEMORY_SHARE * free:
             return None

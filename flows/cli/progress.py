@@ -31,14 +31,16 @@ def iteration_bar(total: int, quiet: bool = False) -> Iterator[Callable[[Iterati
         TextColumn("stylizing"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("loss {task.fields[loss]}{task.fields[tiles]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=_console(quiet), transient=False) as progress:
-        task = progress.add_task("stylize", total=total, loss="…")
+        task = progress.add_task("stylize", total=total, loss="…", tiles="")
 
         def advance(step: Iteration) -> None:
-            progress.update(task, advance=1, loss=f"{float(step.losses['total'].sum()):.4g}")
+            tiles = f", {len(step.tiles.tiles)} tiles" if step.tiles else ""
+            loss = f"{float(step.losses['total'].sum()):.4g}"
+            progress.update(task, advance=1, loss=loss, tiles=tiles)
 
         yield advance
 

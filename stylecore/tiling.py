@@ -44,6 +44,7 @@ MEMORY_SHARE = 0.6  # of the free memory a step may plan to use (the rest: state
 # 0.12 at 16 — features near a window's edge barely depend on its outermost pixels. 0.7 gives 48
 # px there (64 for VGG19's reach of 78) and a 1.4× larger window than the tile at 512, not 1.7×.
 HALO_REACH = 0.7
+MIN_AUTO_TILE = 256  # px
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,9 @@ def choose(
             return None
         budget = MEMORY_SHARE * free / (BYTES_PER_ACTIVATION * geo.activations * batch)
         side = int(math.sqrt(max(budget, 1.0))) - 2 * halo  # a square window's centre
-        tile = max(geo.align, side // geo.align * geo.align)
+        # Not below MIN_AUTO_TILE: smaller tiles spend nearly all their work on halos, and where
+        # memory is that short the out-of-memory retry says so instead of crawling.
+        tile = max(MIN_AUTO_TILE, side // geo.align * geo.align)
     else:
         tile = max(geo.align, tile_option // geo.align * geo.align)
     if max(shape) <= tile:

@@ -128,10 +128,14 @@ def test_auto_tiles_only_when_the_step_does_not_fit(tiny_weights):
     geo = stylizer.geometry
     need = tiling.step_bytes(geo, 1024 * 768, 1)
     assert tiling.choose((768, 1024), 1, None, geo, 64, free=int(2 * need)) is None
-    plan = tiling.choose((768, 1024), 1, None, geo, 64, free=int(need / 4))
+    plan = tiling.choose((768, 1024), 1, None, geo, 64, free=int(need / 2))
     window = (plan.tile + 2 * 64) ** 2
     assert plan.tile % geo.align == 0 and len(plan.tiles) > 1
-    assert tiling.step_bytes(geo, window, 1) <= tiling.MEMORY_SHARE * need / 4
+    assert tiling.step_bytes(geo, window, 1) <= tiling.MEMORY_SHARE * need / 2
+    reserved = tiling.choose((768, 1024), 1, None, geo, 64, free=int(2 * need), reserved=int(need))
+    assert reserved is not None  # the optimizer's state counts against the free memory
+    starved = tiling.choose((768, 1024), 1, None, geo, 64, free=1)
+    assert starved.tile == tiling.MIN_AUTO_TILE  # not tiles of 16 px that would crawl
     assert tiling.choose((768, 1024), 1, 0, geo, 64, free=1) is None  # --tile 0: never
     assert tiling.choose((768, 1024), 1, 2048, geo, 64, free=1) is None  # larger than the image
     assert tiling.choose((768, 1024), 1, 500, geo, 64, free=None).tile == 496

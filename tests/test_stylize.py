@@ -25,6 +25,12 @@ def stylizer(tiny_weights, options) -> Stylizer:
     return Stylizer(shared_weights(str(tiny_weights)), options)
 
 
+@pytest.fixture
+def float32_stylizer(tiny_weights, options) -> Stylizer:
+    """For tests that check float32 arithmetic exactly: the default precision (auto) may be bf16."""
+    return Stylizer(shared_weights(str(tiny_weights)), options.replace(precision="float32"))
+
+
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_loss_decreases(picture, style_picture, options, stylizer, optimizer):
     o = options.replace(optimizer=optimizer, iterations=25)
@@ -144,9 +150,11 @@ def test_options_from_loose_values():
         StyleOptions.from_dict({"iterations": "2.5"})
 
 
-def test_normalized_losses_are_relative_errors(options, stylizer):
+def test_normalized_losses_are_relative_errors(options, float32_stylizer):
     """Normalized, the content term of 1.5·P against P is (0.5)² whatever P's magnitude."""
+    stylizer = float32_stylizer
     o = options.replace(normalize_losses=True, content_weight=1.0, style_weight=1.0, tv_weight=1.0)
+    o = o.replace(precision="float32")
     content = noise_image(32, 48, seed=5)
     x = stylizer.net.preprocess(content[None])
     grams = [stylizer.grams(noise_image(40, 40, seed=6), o)]
@@ -188,8 +196,9 @@ def test_bfloat16_features_stay_close_to_float32(tiny_weights):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_xla_steps_match_plain_ones(options, stylizer, optimizer):
-    o = options.replace(optimizer=optimizer, iterations=8)
+def test_xla_steps_match_plain_ones(options, float32_stylizer, optimizer):
+    stylizer = float32_stylizer
+    o = options.replace(optimizer=optimizer, iterations=8, precision="float32")
     content = noise_image(32, 48, seed=11)
     grams = [stylizer.grams(noise_image(48, 48, seed=12), o)]
 

@@ -62,8 +62,12 @@ def test_sigterm_interrupts_the_pair_in_progress_and_rerun_finishes_it(
     assert len(lines) == 1 and lines[0].startswith("stylebatch: stopped by SIGTERM: 2 interrupted")
     report = json.loads((out / "report.json").read_text())
     assert report["summary"] == {"done": 0, "skipped": 0, "failed": 0, "interrupted": 2}
-    first, second = report["pairs"]
-    assert first["status"] == second["status"] == "interrupted"
+    assert [p["status"] for p in report["pairs"]] == ["interrupted", "interrupted"]
+    # the pair that got the device first was stopped in progress; which row that is, is the
+    # task runner's choice (both wait on this host's one-at-a-time device queue)
+    waiting = [p for p in report["pairs"] if "before it started" in p["error"]]
+    (first,) = [p for p in report["pairs"] if p not in waiting]
+    (second,) = waiting
     stopped = int(first["error"].split("iteration ")[1].split(";")[0])
     assert reached <= stopped < iterations and first["error"].endswith("checkpoint saved")
     assert "before it started" in second["error"]  # it waited for the device: never started
@@ -76,29 +80,32 @@ def test_sigterm_interrupts_the_pair_in_progress_and_rerun_finishes_it(
     assert main(["rerun", str(out / "report.json"), "--quiet"]) == 0, capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     assert report["summary"] == {"done": 2, "skipped": 0, "failed": 0}
-    sidecar = json.loads(Path(report["pairs"][0]["output"]).with_suffix(".json").read_text())
+    sidecar = json.loads(Path(first["output"]).with_suffix(".json").read_text())
     assert sidecar["resumed"] == {"level": 0, "iteration": stopped}  # not one iteration redone
     assert len(sidecar["losses"]["history"]) == iterations - stopped
-    assert (
-        json.loads(Path(report["pairs"][1]["output"]).with_suffix(".json").read_text())["resumed"]
-        is None
-    )
+    assert json.loads(Path(second["output"]).with_suffix(".json").read_text())["resumed"] is None
     assert len(visible_files_are_whole(out)) == 2 and not list(out.glob(".*.checkpoint.npz"))
-    assert iio.imread(report["pairs"][0]["output"]).ndim == 3
+    assert iio.imread(first["output"]).ndim == 3
 
 
 def test_a_second_signal_stops_at_once_and_leaves_nothing_half_written(tmp_path, tiny_weights):
     manifest, out = write_batch(tmp_path / "in", 1), tmp_path / "out"
     args = cli_args(manifest, out, tiny_weights, size=64, iterations=300)
     env = child_env(PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO")
-    run = stylebatch(args + ["--checkpoint-every", "0.2"], env=env)
+    # --tolerance 0: the pair is still running when the signals come (it could converge first)
+    run = stylebatch(args + ["--checkpoint-every", "0.2", "--tolerance", "0"], env=env)
     signal_at(run, [signal.SIGINT, signal.SIGINT], 60)
     code, _, err = finish(run)
 
     assert code == 130, err
     lines = [line for line in err.splitlines() if line.startswith("stylebatch: ")]
     assert lines == ["stylebatch: SIGINT again: stopped at once"], err
-    assert not (out / "report.json").exists()  # no report: it did not wait for the pair
+    # No report, or (seen on an idle machine: the second handler ran only after the graceful
+    # stop had finished, a race noted for issue 17) the graceful stop's whole report: never a
+    # report of a finished pair, never a half-written one.
+    if (out / "report.json").exists():
+        report = json.loads((out / "report.json").read_text())
+        assert [p["status"] for p in report["pairs"]] == ["interrupted"]
     assert visible_files_are_whole(out) == [] and temp_files(out) == []
     for left in out.glob(".*.checkpoint.npz"):  # a checkpoint, if one was written, reads whole
         assert checkpoints.decode(left.read_bytes(), "a key") == "made from other inputs or options"

@@ -33,8 +33,9 @@ def child(size: int, tile: str, iterations: int, result: str, precision: str) ->
     from stylecore.options import StyleOptions
     from stylecore.stylize import shared_stylizer, stylize
 
-    with open(ROOT / "examples" / "chelsea.png", "rb") as f:
-        content = images.decode(f.read(), "chelsea.png")
+    name = "astronaut.png" if size >= 4096 else "chelsea.png"  # the print: a square 4096×4096
+    with open(ROOT / "examples" / name, "rb") as f:
+        content = images.decode(f.read(), name)
     with open(ROOT / "examples" / "swirls.png", "rb") as f:
         style = images.decode(f.read(), "swirls.png")
     options = StyleOptions(
@@ -177,6 +178,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print", action="store_true", help="also a 4096×4096 output (tile auto)")
+    parser.add_argument("--only-print", action="store_true", help="only the 4096×4096 output")
     parser.add_argument("--seams", action="store_true", help="a tiled and a whole stylization")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--precision", default="auto")
@@ -187,7 +189,9 @@ def main() -> int:
         seams(OUT, args.precision)
         return 0
     configs = [(512, "0"), (608, "0"), (1024, "0"), (1024, "512"), (2048, "0"), (2048, "512")]
-    if args.print:
+    if args.only_print:
+        configs = []
+    if args.print or args.only_print:
         configs.append((4096, "auto"))
     rows, whole = [], {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,6 +4,7 @@ image, no seams, chosen when memory is short, and the out-of-memory retry that k
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -153,3 +154,33 @@ def test_stylize_records_the_tiling_in_the_sidecar(tiny_weights, tmp_path):
     assert level["tile"] == 64 and level["tiles"] == 4 and level["shape"] == [96, 128]
     assert sidecar["options"]["tile"] == "64"
     assert sidecar["stops"] == [{"level": 0, "iteration": 2, "reason": "iterations"}]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_batch_mixes_tiled_and_whole_pairs_and_shares_the_style_features(tiny_weights, tmp_path):
+    """Pairs of different sizes in one run, one tiled by its row's `tile`, one whole: both at the
+    size asked for, the sidecars say which; the style's Grams do not depend on tiling, so a row
+    tiled at the same size reuses the features a whole row computed."""
+    from test_hardening_runtime import cli_args, write_batch
+
+    manifest = write_batch(tmp_path / "in", 3)
+    rows = [
+        "content,style,size,tile",
+        "c0.png,s.png,128,64",
+        "c1.png,s.png,96,0",
+        "c2.png,s.png,128,",
+    ]
+    manifest.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(cli_args(manifest, out, tiny_weights, size=64, iterations=2)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [p["status"] for p in report["pairs"]] == ["done"] * 3
+    shapes, tiled = [], []
+    for pair in report["pairs"]:
+        shapes.append(iio.imread(pair["output"]).shape[:2])
+        tiled.append(
+            len(json.loads(Path(pair["output"]).with_suffix(".json").read_text())["tiling"])
+        )
+    assert shapes == [(91, 128), (69, 96), (91, 128)] and tiled == [1, 0, 0]
+    sizes = [entry["key"] for entry in report["style_features"]]
+    assert len(sizes) == len(set(sizes)) == 2  # one per style size (128, 96), tiled or not

@@ -418,7 +418,7 @@ def test_out_of_memory_retries_in_tiles_at_the_same_size_and_says_so(tmp_path, t
             ["out of memory at 768 px untiled; the last resort: 576 px"],
         ),
     ):
-        out = tmp_path / f"out{size}"
+        out = tmp_path / f"case{size}" / "out"  # its own feature cache: the style's Grams too
         args = cli_args(inputs / "m.csv", out, tiny_weights, size=64, iterations=1)
         # TensorFlow's CPU BFC allocator sometimes segfaults inside the step instead of raising
         # when its pool runs out (1 run in 4 on a5edb60 too, in TF's own kernel): such a crash

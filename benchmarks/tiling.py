@@ -122,22 +122,22 @@ def seams(workdir: Path, precision: str) -> None:
         result = stylize(content, [style], base.replace(tile=tile))
         outputs[tile] = result.rgb
         (OUT / f"seams-tile{tile}.png").write_bytes(images.encode_png(result.rgb))
-        borders = _borders(result.rgb.shape[:2], 160)
+        borders = tiling.borders(result.rgb.shape[:2], 160)
         rows.append(
             [
                 "whole" if tile == "0" else f"tiles of {tile}",
                 f"{time.perf_counter() - started:.0f}",
                 result.quality["style_ratio"],
                 result.quality["content_error"],
-                f"{seam_ratio(result.rgb, borders):.3f}",
+                f"{tiling.seam_ratio(result.rgb, borders):.3f}",
             ]
         )
     print(
         table(["run (512 px, L-BFGS 80)", "s", "style ratio", "content error", "seam ratio"], rows)
     )
     y, x = (
-        _borders(outputs["160"].shape[:2], 160)[0][0],
-        _borders(outputs["160"].shape[:2], 160)[1][0],
+        tiling.borders(outputs["160"].shape[:2], 160)[0][0],
+        tiling.borders(outputs["160"].shape[:2], 160)[1][0],
     )
     crop = np.concatenate(
         [
@@ -148,27 +148,6 @@ def seams(workdir: Path, precision: str) -> None:
     )
     (OUT / "seams-crop.png").write_bytes(images.encode_png(crop))
     print(f"crops at the tile corner ({x}, {y}), tiled | whole: {OUT / 'seams-crop.png'}")
-    del tiling
-
-
-def _borders(shape, tile):
-    from stylecore import tiling
-
-    tiles = tiling.layout(shape, tile, 0, 16)
-    return sorted({t.centre[0] for t in tiles} - {0}), sorted({t.centre[2] for t in tiles} - {0})
-
-
-def seam_ratio(rgb: np.ndarray, borders) -> float:
-    """Mean squared step across tile borders over the mean squared step elsewhere (1: no seam)."""
-    rows, cols = borders
-    x = rgb.astype(np.float64)
-    dy = np.square(np.diff(x, axis=0)).mean(axis=(1, 2))
-    dx = np.square(np.diff(x, axis=1)).mean(axis=(0, 2))
-    at = np.concatenate([dy[[r - 1 for r in rows]], dx[[c - 1 for c in cols]]])
-    rest = np.concatenate(
-        [np.delete(dy, [r - 1 for r in rows]), np.delete(dx, [c - 1 for c in cols])]
-    )
-    return float(at.mean() / rest.mean())
 
 
 def main() -> int:

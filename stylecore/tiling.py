@@ -427,3 +427,22 @@ class TiledObjective:
 def peak_rss() -> int:
     """This process's peak resident memory so far, bytes (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def borders(shape: tuple[int, int], tile: int, align: int = 16) -> tuple[list[int], list[int]]:
+    """The rows and columns where the centres of tiles of `tile` px meet."""
+    tiles = layout(shape, tile, 0, align)
+    return sorted({t.centre[0] for t in tiles} - {0}), sorted({t.centre[2] for t in tiles} - {0})
+
+
+def seam_ratio(rgb: np.ndarray, where: tuple[list[int], list[int]]) -> float:
+    """Mean squared pixel step across the border rows/columns `where` over the mean squared step
+    elsewhere: about 1 without seams, well above it with them."""
+    rows, cols = where
+    x = rgb.astype(np.float64)
+    dy = np.square(np.diff(x, axis=0)).mean(axis=(1, 2))  # the step from row i to i+1 at [i]
+    dx = np.square(np.diff(x, axis=1)).mean(axis=(0, 2))
+    at = np.concatenate([dy[[r - 1 for r in rows]], dx[[c - 1 for c in cols]]])
+    rest_y = np.delete(dy, [r - 1 for r in rows])
+    rest_x = np.delete(dx, [c - 1 for c in cols])
+    return float(at.mean() / np.concatenate([rest_y, rest_x]).mean())

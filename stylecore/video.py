@@ -71,11 +71,7 @@ def probe(path: str | Path, max_frames: int | None = None, name: str | None = No
     frames = [m.groups() for m in map(_SHOWINFO.search, lines) if m]
     if not frames:
         raise ImageError(f"{name}: no video frames (an audio-only or empty file?)")
-    if max_frames is not None and len(frames) > max_frames:
-        raise ImageError(
-            f"{name}: {len(frames)} frames, more than max_frames ({max_frames}): raise "
-            "--max-frames or cut the clip"
-        )
+    _check_count(name, len(frames), max_frames, "clip")
     sizes = {(int(h), int(w)) for _, _, w, h in frames}
     if len(sizes) > 1:
         shapes = [(int(h), int(w)) for _, _, w, h in frames]
@@ -159,11 +155,7 @@ def probe_sequence(
     name = name or (os.path.dirname(paths[0]) if paths else "frames")
     if not paths:
         raise ImageError(f"{name}: no frames (no image files found)")
-    if max_frames is not None and len(paths) > max_frames:
-        raise ImageError(
-            f"{name}: {len(paths)} frames, more than max_frames ({max_frames}): raise "
-            "--max-frames or cut the sequence"
-        )
+    _check_count(name, len(paths), max_frames, "sequence")
     first = None
     for index, path in enumerate(paths):
         shape = read(path).rgb.shape[:2]
@@ -229,3 +221,12 @@ def _encode_to(target: str, head, rest, size, fps: float, audio_from) -> None:
     for frame in (*head, *rest):
         writer.send(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
     writer.close()
+
+
+def _check_count(name: str, count: int, max_frames: int | None, what: str) -> None:
+    """A one-line ImageError when a clip or sequence has more frames than max_frames."""
+    if max_frames is not None and count > max_frames:
+        raise ImageError(
+            f"{name}: {count} frames, more than max_frames ({max_frames}): raise "
+            f"--max-frames or cut the {what}"
+        )

@@ -94,34 +94,13 @@ def test_a_tiled_stylization_finishes_like_a_whole_one_without_seams(tiny_weight
     for score in ("style_ratio", "content_error"):
         assert tiled.quality[score] == pytest.approx(whole.quality[score], rel=0.03), score
     assert tiled.history[-1]["total"] == pytest.approx(whole.history[-1]["total"], rel=0.03)
-    assert seam_ratio(tiled.rgb, record_borders(tiled.rgb.shape[:2], 64)) < 1.25
-
-
-def record_borders(shape, tile) -> tuple[list[int], list[int]]:
-    """The rows and columns where centres meet."""
-    tiles = tiling.layout(shape, tile, 0, 16)
-    rows = sorted({t.centre[0] for t in tiles} - {0})
-    cols = sorted({t.centre[2] for t in tiles} - {0})
-    return rows, cols
-
-
-def seam_ratio(rgb: np.ndarray, borders) -> float:
-    """Mean squared step across tile borders over the mean squared step elsewhere: about 1
-    without seams, well above it with them."""
-    rows, cols = borders
-    x = rgb.astype(np.float64)
-    dy = np.square(np.diff(x, axis=0)).mean(axis=(1, 2))  # step between row i-1 and i at [i-1]
-    dx = np.square(np.diff(x, axis=1)).mean(axis=(0, 2))
-    at = np.concatenate([dy[[r - 1 for r in rows]], dx[[c - 1 for c in cols]]])
-    rest_y = np.delete(dy, [r - 1 for r in rows])
-    rest_x = np.delete(dx, [c - 1 for c in cols])
-    return float(at.mean() / np.concatenate([rest_y, rest_x]).mean())
+    assert tiling.seam_ratio(tiled.rgb, tiling.borders(tiled.rgb.shape[:2], 64)) < 1.25
 
 
 def test_the_seam_measure_sees_a_seam():
     rgb = noise_image(128, 128, seed=1)
     rgb[:, 64:] = np.clip(rgb[:, 64:] + 40, 0, 255)  # stitched halves that do not agree
-    assert seam_ratio(rgb, ([], [64])) > 3
+    assert tiling.seam_ratio(rgb, ([], [64])) > 3
 
 
 def test_auto_tiles_only_when_the_step_does_not_fit(tiny_weights):

@@ -163,9 +163,12 @@ class LBFGS(Optimizer):
     one history per image, projected onto valid pixels.
 
     No line search: each costs extra forward passes, and unit steps from the two-loop recursion
-    (scaled by sᵀy/yᵀy) converge on this problem. Until a curvature pair is known, and wherever the
-    loss is locally concave (a Gram far below its target makes it so), sᵀy ≤ 0 and the step falls
-    back to the gradient scaled to move pixels by FIRST_STEP RMS: a fixed tiny step would crawl.
+    (scaled by sᵀy/yᵀy) converge on this problem. Until a curvature pair is known (the first step,
+    and every step while the loss stays locally concave: a Gram far below its target makes it so,
+    and sᵀy ≤ 0), the step is the gradient scaled to move pixels by FIRST_STEP RMS: a fixed tiny
+    step would crawl, and the last scale would grow with |g|. A new pair without curvature, once
+    older ones are known, is inert (rho 0, it only takes the oldest pair's slot): the other pairs
+    and their scale carry on.
     """
 
     FIRST_STEP = 10.0  # pixel units, the seed recipe's Adam step
@@ -202,12 +205,13 @@ class LBFGS(Optimizer):
         ys = _dot(y, s_last)
         valid = tf.logical_and(tf.logical_not(first), ys > 1e-10)  # curvature condition per image
         rho_new = tf.where(valid, 1.0 / tf.where(valid, ys, 1.0), 0.0)
-        rms = tf.sqrt(_dot(g, g) / tf.cast(tf.size(g[0]), g.dtype))
-        gamma = tf.where(first, self.FIRST_STEP / tf.maximum(rms, 1e-30), gamma)
-        gamma = tf.where(valid, ys / tf.maximum(_dot(y, y), 1e-30), gamma)
         S = tf.concat([S[1:], s_last[tf.newaxis]], 0)  # oldest first, newest last
         Y = tf.concat([Y[1:], y[tf.newaxis]], 0)
         rho = tf.concat([rho[1:], rho_new[tf.newaxis]], 0)
+        known = tf.reduce_any(rho != 0.0, axis=0)  # per image: some pair in memory has curvature
+        rms = tf.sqrt(_dot(g, g) / tf.cast(tf.size(g[0]), g.dtype))
+        gamma = tf.where(known, gamma, self.FIRST_STEP / tf.maximum(rms, 1e-30))
+        gamma = tf.where(valid, ys / tf.maximum(_dot(y, y), 1e-30), gamma)
         direction = -self._two_loop(g, S, Y, rho, gamma)
         x_new = tf.clip_by_value(x + self.options.step_size * direction, *bounds)
         return (x_new, g, x_new - x, S, Y, rho, gamma, tf.constant(False))

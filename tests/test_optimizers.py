@@ -209,12 +209,6 @@ def test_lbfgs_steps_are_minus_h_g_from_the_last_m_pairs_of_its_own_run():
     assert np.sqrt(np.mean((x[1] - x[0]) ** 2)) == pytest.approx(LBFGS.FIRST_STEP, rel=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LBFGS._step sets gamma = FIRST_STEP/rms(g) only on the first step; where sᵀy ≤ 0 "
-    "later it keeps the old gamma (and any older pairs), so a step without curvature moves "
-    "10·rms(g)/rms(g₀) px RMS: 121, then 1471 px here, not the 10 px its docstring promises",
-)
 def test_lbfgs_falls_back_to_a_gradient_step_of_ten_pixels_rms_where_it_finds_no_curvature():
     # Where f is concave along the step (sᵀy ≤ 0), the docstring and the README say that "the step
     # falls back to the gradient scaled to move pixels by FIRST_STEP RMS". Here f = −½|x|², concave

@@ -197,8 +197,14 @@ def test_serve_registers_a_scheduled_deployment_and_runs_it(pool_server, tmp_pat
         report = read_report(output)
         assert report["summary"] == {"done": 2, "skipped": 0, "failed": 0}
     finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=30)
+        serve.send_signal(signal.SIGINT)  # Ctrl-C: serve pauses its deployment and exits
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            raise AssertionError(
+                f"serve ignored SIGINT for 60 s:\n{log.read_text()[-3000:]}"
+            ) from None
 
 
 def test_a_manifest_dropped_into_a_watched_folder_runs_on_the_adhoc_deployment(

@@ -7,6 +7,7 @@ iterations (options.frame_iterations). With temporal_weight 0, every frame is st
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from stylecore.stylize import (
     GramsFor,
     Iteration,
     Result,
+    Resume,
     Stylizer,
     Temporal,
     prepare_content,
@@ -60,23 +62,40 @@ def stylize_frame(
     pair: FramePair | None = None,
     on_step: Callable[[Iteration], None] | None = None,
     optimize=None,
+    resume: Resume | None = None,
 ) -> Result:
     """One frame (H, W, 3) 0…255: on its own when it opens a shot (or temporal_weight is 0), else
     started from and pulled toward the previous stylized frame warped onto it. `optimize`
-    (default stylize.stylize_with's shape) lets a caller add its own handling (out of memory)."""
+    (default stylize.stylize_with's shape) lets a caller add its own handling (out of memory);
+    `resume` continues the frame from a checkpoint made with the same `previous` and `pair`."""
     optimize = optimize or stylize_with
     picture = images.Picture(frame, None)
     linked = previous is not None and options.temporal_weight > 0
     o = frame_options(options, not linked)
     if not linked:
-        return optimize(picture, grams_for, o, stylizer, None, on_step)
+        return optimize(picture, grams_for, o, stylizer, None, on_step, resume=resume)
     warped = opticalflow.warp(previous.stylized.astype(np.float32), pair.backward)
     # Where the flow is unreliable (uncovered background, boundaries) start from the content: a
     # warped start there smeared a moving object into a trail, which the temporal loss then kept.
     c = pair.reliability[..., None]
     start = c * warped + (1.0 - c) * prepare_content(picture, o)
     temporal = Temporal(warped, pair.reliability)
-    return optimize(picture, grams_for, o, stylizer, None, on_step, start=start, temporal=temporal)
+    where = {"start": start, "temporal": temporal, "resume": resume}
+    return optimize(picture, grams_for, o, stylizer, None, on_step, **where)
+
+
+def temporal_digest(previous: Previous | None, pair: FramePair | None) -> str:
+    """A digest of what a linked frame starts from and is pulled toward besides its own content:
+    the previous stylized frame (as its uint8 pixels, the same whether just made or read back from
+    its PNG) and the flow tying the two. "" for a frame that is not linked."""
+    if previous is None or pair is None:
+        return ""
+    digest = hashlib.sha256()
+    pixels = np.clip(np.rint(previous.stylized), 0, 255).astype(np.uint8)
+    for array in (pixels, pair.backward.astype(np.float32), pair.reliability.astype(np.float32)):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def stylize_shot(

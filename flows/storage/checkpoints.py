@@ -8,6 +8,10 @@ never resumed from. Publishing the output removes it.
 
 A batch of several jobs optimized in one tensor saves one checkpoint per job (its slice of each
 array); it resumes only when every job of the batch has one at the same level and iteration.
+
+A clip's frame is a job whose output is the frame's PNG; its key also holds the digest of what
+the frame starts from and is pulled toward (clip.temporal_digest: the previous stylized frame and
+the flow), so a checkpoint made after another previous frame is ignored too.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flows import storage
 from flows.model import Job
+
+if TYPE_CHECKING:  # annotations only: this module does not import TensorFlow
+    from stylecore.options import StyleOptions
+    from stylecore.records import Iteration
+    from stylecore.stylize import Stylizer
 
 FORMAT = 1  # bumped when the file's layout changes: older checkpoints are then ignored
 SUFFIX = ".checkpoint.npz"
@@ -49,9 +58,10 @@ def location(output: str) -> str:
     return f"{folder}/.{name}{SUFFIX}" if folder else f".{name}{SUFFIX}"
 
 
-def key(job: Job, options: dict[str, Any], weights_checksum: str) -> str:
+def key(job: Job, options: dict[str, Any], weights_checksum: str, temporal: str = "") -> str:
     """What a checkpoint must match to be resumed from: the output's identity (`options` is
-    StyleOptions.identity() of the options the job runs with)."""
+    StyleOptions.identity() of the options the job runs with; `temporal`, a clip frame's
+    clip.temporal_digest)."""
     identity = {
         "format": FORMAT,
         "output": job.output,
@@ -60,6 +70,8 @@ def key(job: Job, options: dict[str, Any], weights_checksum: str) -> str:
         "options": options,
         "weights": weights_checksum,
     }
+    if temporal:  # linked frames only: the keys of stills stay as they were
+        identity["temporal"] = temporal
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -182,6 +194,17 @@ class Checkpointer:
         finally:
             self.since = time.monotonic()  # the time a save took is not counted against the next
         return True
+
+    def keep(
+        self, step: Iteration, options: StyleOptions, stylizer: Stylizer, stopping: bool
+    ) -> bool:
+        """Save `step` when due, or when the run stops at it (and checkpoints at all): whether it
+        was saved. A level that ended early (converged) is saved as finished."""
+        if not (self.due() or (stopping and self.every > 0)):
+            return False
+        ends = step.stopped is not None or step.iteration >= options.iterations
+        done = options.iterations if ends else step.iteration
+        return self.save(Saved(step.level, done, stylizer.checkpoint_arrays(options, step)))
 
     def remove(self, index: int) -> None:
         """Remove one job's checkpoint (its output is published)."""

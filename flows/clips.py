@@ -3,14 +3,18 @@ frames folder's encoded video (the source's rate and audio), its sidecar and a p
 
 A clip's output `NAME.mp4` has its frames under `NAME/` (`000001.png` … each with its `.json`);
 a frame is finished when both are there, and is never written again: a killed run resumes at a
-shot's first missing frame, warping from the last finished one.
+shot's first missing frame, warping from the last finished one. Within a frame, the stills'
+checkpoints (flows/storage/checkpoints.py) beside the frame's PNG: every `checkpoint_every` seconds
+and at a graceful stop, resumed at their level and iteration, removed once the frame is published.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
+import logging
 import os
 import posixpath
 import tempfile
@@ -27,14 +31,22 @@ from flows.artifacts import ClipProgress, publish_clip_link
 from flows.featurecache import FeatureCache, FlowCache, grams_source
 from flows.model import Job
 from flows.report import error_text
-from flows.storage import clipsource
+from flows.storage import checkpoints, clipsource
 from flows.tasks import transient
 from stylecore import clip, images, opticalflow, video
 from stylecore.errors import ImageError, StyleError, cause
 from stylecore.opticalflow import FramePair
-from stylecore.stylize import prepare_content, shared_stylizer
+from stylecore.stylize import (
+    Iteration,
+    Resume,
+    Stylizer,
+    level_sizes,
+    prepare_content,
+    shared_stylizer,
+)
 
 STRIP = 3  # frames the report names for the contact sheet's strip
+log = logging.getLogger(__name__)
 
 
 def frame_uri(job: Job, index: int) -> str:
@@ -92,6 +104,8 @@ def _naming(index: int) -> Iterator[None]:
     """Any error of a frame as one line that names it (storage errors keep their flags)."""
     try:
         yield
+    except stops.Interrupted:  # it names its frame, and is no failure of it
+        raise
     except StyleError as exc:
         raise exc.reworded(f"frame {index + 1}: {exc}") from None
     except Exception as exc:  # not ours: its type and first line
@@ -111,9 +125,66 @@ def _frame(job: Job, index: int, frames, previous, stylizer, grams_for, cache_ro
         pair = FramePair(
             *cache.get_or_compute(previous.content, content, _pair, opticalflow.METHOD)
         )
-    result = clip.stylize_frame(frame, grams_for, options, stylizer, previous, pair)
-    _publish_frame(job, index, result, pair is not None)
+    temporal = clip.temporal_digest(previous, pair)
+    saver = _checkpointer(job, index, options, stylizer.weights.checksum, temporal)
+    o = clip.frame_options(options, pair is None)
+    resume = _resume(saver.resume(), content.shape[:2], o, index)
+    on_step = _watching(saver, stylizer, o, f"frame {index + 1} of {job.frames}")
+    result = clip.stylize_frame(
+        frame, grams_for, options, stylizer, previous, pair, on_step, resume=resume
+    )
+    _publish_frame(job, index, result, pair is not None, resume)
+    saver.remove(0)  # published: the checkpoint has served
     return clip.Previous(content, result.rgb.astype(np.float32))
+
+
+def _checkpointer(
+    job: Job, index: int, options, checksum: str, temporal: str
+) -> checkpoints.Checkpointer:
+    """A frame's checkpoint: beside its PNG, keyed like it and by its temporal inputs."""
+    frame_job = dataclasses.replace(job, output=frame_uri(job, index))
+    key = checkpoints.key(frame_job, options.identity(), checksum, temporal)
+    return checkpoints.Checkpointer([frame_job], [key], options.checkpoint_every)
+
+
+def _resume(saved: checkpoints.Saved | None, shape, options, index: int) -> Resume | None:
+    """Where a frame continues: its checkpoint when its image has the shape of its level (the
+    key rules out other inputs and options; this, a file from a version that shaped levels
+    otherwise)."""
+    if saved is None:
+        return None
+    sizes = level_sizes(options)
+    fits = 0 <= saved.level < len(sizes) and bool(saved.arrays)
+    if fits and saved.arrays[0].shape == (1, *images.fit_shape(shape, sizes[saved.level]), 3):
+        log.info(
+            "frame %d: resuming at level %d, iteration %d", index + 1, saved.level, saved.iteration
+        )
+        return Resume(saved.level, saved.iteration, saved.arrays)
+    log.warning("frame %d: checkpoint ignored: it does not fit level %d", index + 1, saved.level)
+    return None
+
+
+def _watching(
+    saver: checkpoints.Checkpointer, stylizer: Stylizer, options, where: str
+) -> Callable[[Iteration], None]:
+    """A frame's step callback: checkpoint every options.checkpoint_every seconds, and stop at
+    this iteration (checkpointed) when a stop was asked."""
+    last_level = options.levels - 1
+
+    def on_step(step: Iteration) -> None:
+        ends = step.stopped is not None or step.iteration >= options.iterations
+        if step.level == last_level and ends:
+            return  # the frame's last step: publishing it is next, stopping here would waste it
+        stop = stops.requested()
+        saved = saver.keep(step, options, stylizer, stop)
+        if stop:
+            kept = "checkpoint saved" if saved else "no checkpoint"
+            raise stops.Interrupted(
+                f"interrupted by {stops.signal_name()} in {where} at level {step.level}, "
+                f"iteration {step.iteration}; {kept}"
+            )
+
+    return on_step
 
 
 def _pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,17 +199,21 @@ def _previous(job: Job, first: int, frames: Iterator[np.ndarray], options) -> cl
     return clip.Previous(content, stylized)
 
 
-def _publish_frame(job: Job, index: int, result, linked: bool) -> None:
-    """A frame's PNG, then its sidecar (losses, scores, time): written once."""
+def _publish_frame(job: Job, index: int, result, linked: bool, resume: Resume | None) -> None:
+    """A frame's PNG, then its sidecar (losses, scores, time, where it resumed): written once."""
     where = frame_uri(job, index)
     record = {
         "frame": index + 1,
         "linked": linked,  # started from the previous frame warped, with the temporal loss
-        "iterations": len(result.history),
+        "iterations": len(result.history),  # by this run: after `resumed`'s iteration, if any
         "seconds": round(result.seconds, 3),
         "losses": result.history[-1] if result.history else {},
         "quality": result.quality,
+        "resumed": None,
     }
+    if resume is not None:
+        record["resumed"] = {"level": resume.level, "iteration": resume.iteration}
+        record["notes"] = [f"resumed at level {resume.level}, iteration {resume.iteration}"]
     png = images.encode_png(result.rgb)
     inside = job.root or None
     outputs.publish(where, png, uri.sidecar_of(where), outputs.dumps(record), inside)
@@ -210,7 +285,10 @@ def _sidecar(job: Job, weights, records: list[dict], notes: list[str]) -> dict:
         "network": outputs.network_info(weights),
         "per_frame": records,  # each frame's losses, scores, iterations and seconds
         "seconds": round(sum(r["seconds"] for r in records), 3),
-        "notes": notes,
+        "notes": [
+            *notes,
+            *(f"frame {r['frame']}: {n}" for r in records for n in r.get("notes", [])),
+        ],
         "versions": outputs.versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -250,7 +328,8 @@ def outcome(
     job: Job, status: str, seconds: float, document: dict | None = None, error=None
 ) -> dict:
     """A clip's report line: its outcome plus frames done/total and the strip's frames."""
-    line = job.outcome(status, error, seconds=round(seconds, 3), notes=list(job.notes)).to_dict()
+    notes = document["notes"] if document else list(job.notes)
+    line = job.outcome(status, error, seconds=round(seconds, 3), notes=notes).to_dict()
     line["frames"] = {"done": frames_done(job), "total": job.frames}
     line["strip"] = strip(job)
     if document:

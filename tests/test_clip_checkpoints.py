@@ -210,6 +210,7 @@ def test_a_clip_killed_inside_a_frame_resumes_that_frame_from_its_checkpoint(
     second = frame_sidecar(out.parent / "clip", 2)
     resumed = second["resumed"]["iteration"]  # the last checkpoint before the kill
     assert seen <= resumed < ITERATIONS and second["iterations"] == ITERATIONS - resumed
+    assert second["linked"]  # warped from frame 1, read back from its PNG
     assert resumed - seen <= max(np.diff(saves[1:]), default=seen)  # an interval's at most
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert f"frame 2: resumed at level 0, iteration {resumed}" in sidecar["notes"]

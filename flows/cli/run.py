@@ -90,8 +90,8 @@ def run(
     if getattr(args, "dry_run", False):
         return dry_run(parsed, output, defaults, args, rows)
     count = len(parsed.only(rows).rows())
-    server.settings()
-    from flows.batch import LISTENERS  # Prefect loads only now, after the settings above
+    server.use()
+    from flows.batch import LISTENERS  # Prefect loads only now, pointed at the early server
     from flows.report import INTERRUPTED, PAIRS_FAILED
 
     server.ready()
@@ -187,7 +187,7 @@ def check_api() -> None:
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
-    if not url:  # a temporary local server will be started
+    if not url or url == server.temporary():  # a temporary local server (answering already)
         return
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()

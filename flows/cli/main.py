@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -14,9 +15,14 @@ from flows.cli.flags import add_option_flags, add_run_flags
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, dispatch, and turn our errors into one line and an exit code."""
+    """Entry point: parse, dispatch, and turn our errors into one line and an exit code.
+    Without `argv` (the `stylebatch` program), a batch command's process ends without tearing
+    the interpreter down (`_end_at_once`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    ending: list[int] = []
+    if argv is None and getattr(args, "starts_server", False):
+        atexit.register(_end_at_once, ending)  # the first handler registered runs last
     handler = logging.StreamHandler()
     # Prefect's run loggers propagate INFO here; the UI has them. The terminal shows warnings,
     # or what Prefect's own console level says (INFO: each pair's progress, every tenth iteration)
@@ -25,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
     )
+    ending.append(_dispatch(args))
+    return ending[0]
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from stylecore.errors import NumericalError, StyleError  # after parsing: --help stays fast
 
     try:
@@ -42,6 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stylebatch: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as shells report it
+
+
+def _end_at_once(ending: list[int]) -> None:
+    """The last exit handler: what flushes or stops has run by now (Prefect's log and event
+    workers when its threads stopped, then the temporary server's stop and the other handlers,
+    registered after this one). What is left is freeing TensorFlow's and Prefect's modules:
+    1.5–2 s of a one-pair run, writing nothing. `ending` holds main's code; without one, main
+    raised and the interpreter would exit with 1."""
+    logging.shutdown()  # its handler, registered at logging's import, would run after this one
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(ending[0] if ending else 1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,27 +60,63 @@ def check(where: str = "") -> None:
         raise Interrupted(f"interrupted by {signal_name()} before it started{where}")
 
 
-def _handle(signum: int, frame) -> None:
-    if requested():  # the second signal: at once
+def _received(signum: int) -> None:
+    """The first signal asks for a graceful stop; a second one ends the process at once."""
+    if requested():
+        name, first = signal.Signals(signum).name, signal_name()
+        again = "again" if name == first else f"after {first}"
         # on a line of its own: the signal may have come in the middle of a log line
-        print(
-            f"\nstylebatch: {signal.Signals(signum).name} again: stopped at once", file=sys.stderr
-        )
+        print(f"\nstylebatch: {name} {again}: stopped at once", file=sys.stderr)
         sys.stderr.flush()
         os._exit(128 + signum)
     request(signum)  # quietly: the run ends with one line that says what was stopped
 
 
+def _handle(signum: int, frame) -> None:
+    """Installed so that the signals reach the wakeup pipe, not raise KeyboardInterrupt; the
+    watcher thread acts on them."""
+
+
+def _watch(pipe: int) -> None:
+    """Act on each SIGINT or SIGTERM as the C-level handler writes it to the wakeup pipe, from
+    whichever thread the kernel gave it to. Python runs `_handle` in the main thread only, and
+    only once it runs Python again: a main thread waiting on a pair's future (or stopped by
+    SIGSTOP when the signals came) would see the stop only after the pair had finished."""
+    try:
+        while chunk := os.read(pipe, 64):  # empty: the write end was closed on leaving
+            for signum in chunk:
+                if signum in SIGNALS and signal.getsignal(signum) is _handle:  # not Prefect's
+                    _received(signum)
+    finally:
+        os.close(pipe)
+
+
+_watching = 0  # depth of `graceful` blocks: the outermost owns the pipe and its watcher
+
+
 @contextlib.contextmanager
 def graceful() -> Iterator[None]:
     """SIGINT and SIGTERM stop gracefully while inside (in the main thread; elsewhere nothing
-    changes); the handlers that were there before come back after."""
+    changes); the handlers that were there before come back after. An inner block puts ours
+    back over Prefect's SIGTERM handler, which its flow engine installs."""
+    global _watching
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {s: signal.signal(s, _handle) for s in SIGNALS}
+    read = write = wakeup = None
+    if not _watching:
+        read, write = os.pipe()
+        os.set_blocking(write, False)  # the C handler must never block on a full pipe
+        wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        threading.Thread(target=_watch, args=(read,), name="stops", daemon=True).start()
+    _watching += 1
     try:
         yield
     finally:
+        _watching -= 1
         for s, handler in before.items():
             signal.signal(s, handler)
+        if write is not None:
+            signal.set_wakeup_fd(wakeup)
+            os.close(write)  # the watcher reads the end of the pipe, closes it and returns

@@ -1,11 +1,13 @@
 """`stylebatch run` without PREFECT_API_URL: its own temporary server (flows/cli/server.py).
 
 The database the temporary server leaves has what the UI shows of the run (the flow run, its task
-runs, logs, artifacts and events), and no server process outlives the command, even one killed.
+runs, logs, artifacts and events). A server not kept ends with its command, even one killed; a
+kept one serves the next command, lives while a command uses it, and ends when unused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -37,7 +39,9 @@ def write_batch(folder: Path, n: int) -> Path:
     return folder / "m.csv"
 
 
-def stylebatch(tmp_path: Path, weights: Path, iterations: int) -> subprocess.Popen:
+def stylebatch(
+    tmp_path: Path, weights: Path, iterations: int, keep: float = 0, name: str = "in"
+) -> subprocess.Popen:
     """`stylebatch run` of two pairs as a user runs it, with no Prefect server configured."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {
@@ -45,9 +49,10 @@ def stylebatch(tmp_path: Path, weights: Path, iterations: int) -> subprocess.Pop
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "PYTHONWARNINGS": "ignore",
+        "STYLEBATCH_SERVER_KEEP": str(keep),
     }
-    manifest = write_batch(tmp_path / "in", 2)
-    args = ["run", str(manifest), "-o", str(tmp_path / "out"), "--weights", str(weights)]
+    manifest = write_batch(tmp_path / name, 2)
+    args = ["run", str(manifest), "-o", str(tmp_path / f"out-{name}"), "--weights", str(weights)]
     args += ["--size", "32", "--iterations", str(iterations), "--quiet"]
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
@@ -100,6 +105,7 @@ def test_a_run_without_a_server_leaves_what_the_ui_shows(tmp_path, tiny_weights)
     out, err = run.communicate(timeout=600)
     assert run.returncode == 0, err
     assert "2 done, 0 skipped, 0 failed" in out
+    assert servers(tmp_path / "prefect-home") == []  # stopped before the command ended
     view = ui_view(tmp_path / "prefect-home")
     assert view["state"] == "Completed"
     names = [name for name, _ in view["tasks"]]
@@ -118,7 +124,6 @@ def test_a_run_without_a_server_leaves_what_the_ui_shows(tmp_path, tiny_weights)
         "stylebatch.batch.started",
         "stylebatch.batch.finished",
     } <= view["events"]
-    assert servers(tmp_path / "prefect-home") == []
 
 
 def test_the_temporary_server_ends_with_a_killed_command(tmp_path, tiny_weights):
@@ -135,3 +140,23 @@ def test_the_temporary_server_ends_with_a_killed_command(tmp_path, tiny_weights)
     while servers(home):
         assert time.monotonic() < deadline, "the temporary server outlived its command"
         time.sleep(0.2)
+
+
+def test_a_kept_server_serves_the_next_command_then_ends_unused(tmp_path, tiny_weights):
+    home = tmp_path / "prefect-home"
+    record = home / "stylebatch-server.json"
+    first = stylebatch(tmp_path, tiny_weights, iterations=3, keep=5, name="first")
+    assert first.wait(timeout=600) == 0, first.communicate()
+    kept = json.loads(record.read_text())
+    assert servers(home) == [kept["pid"]]
+    # longer than the 5 s kept: the server lives while a command holds the lock
+    second = stylebatch(tmp_path, tiny_weights, iterations=3, keep=5, name="second")
+    assert second.wait(timeout=600) == 0, second.communicate()
+    assert json.loads(record.read_text()) == kept
+    db = sqlite3.connect(home / "prefect.db")
+    assert db.execute("select count(*) from flow_run").fetchone()[0] == 2
+    deadline = time.monotonic() + 60
+    while servers(home):
+        assert time.monotonic() < deadline, "the kept server did not end once unused"
+        time.sleep(0.2)
+    assert not record.exists()

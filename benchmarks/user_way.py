@@ -9,12 +9,17 @@ temporary Prefect server, the flow) against the same pair through `stylebatch st
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from batch_pairs import STYLE, _flow_run, child_env, stylebatch, write_contents
+import phases
+from batch_pairs import STYLE, child_env, stylebatch, write_contents, write_manifest
 from common import EXAMPLES, ROOT, check, fmt, run_child, table
 
 
@@ -107,52 +112,114 @@ def render_per_iteration(result: dict[str, Any], in_process: dict | None) -> str
 
 
 def start(work: Path, network: str, size: int, iterations: int, repeats: int) -> dict[str, Any]:
-    """Wall seconds of a one-pair `stylebatch run` against `stylebatch stylize` of that pair,
-    after one warm-up run (the Prefect database's migration, the weights' conversion)."""
+    """Wall seconds and phases of a one-pair `stylebatch run` against `stylebatch stylize` of that
+    pair, alternating, after one warm-up run of each (the Prefect database's migration, the
+    weights' conversion). `run` finds the server the warm-up kept; `run, own server` starts and
+    stops one (STYLEBATCH_SERVER_KEEP=0), as every run did before servers were kept. All run
+    through phases.py, which calls the console script's entry point."""
     env = child_env(work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     contents = write_contents(work / "contents", 1, size)
+    manifest = write_manifest(work / "start.csv", contents, STYLE)
     options = ["--network", network, "--size", str(size), "--iterations", str(iterations)]
-    _flow_run(work, "start-warmup", contents, env, options)
-    runs, stylizes = [], []
-    for r in range(repeats):
-        runs.append(_flow_run(work, f"start-{r}", contents, env, options)["child"].seconds)
-        out = work / "start-stylize" / "out.png"
-        out.parent.mkdir(exist_ok=True)
-        argv = [*stylebatch(), "stylize", str(contents[0]), str(STYLE), "-o", str(out), "--quiet"]
-        child = run_child([*argv, *options], env, work / "logs" / f"start-stylize-{r}.log")
-        check(child, "stylebatch stylize (start)")
-        stylizes.append(child.seconds)
+
+    def run(r, name):
+        out, features = work / f"{name}-{r}", work / f"{name}-{r}-features"
+        return ["run", str(manifest), "-o", str(out), "--feature-cache", str(features), "--quiet"]
+
+    def stylize(r, name):
+        return ["stylize", str(contents[0]), str(STYLE), "-o", str(work / f"{name}-{r}.png")]
+
+    commands = {
+        "run": (run, {}),
+        "run, own server": (run, {"STYLEBATCH_SERVER_KEEP": "0"}),
+        "stylize": (stylize, {}),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    split: dict[str, list[dict]] = {name: [] for name in commands}
+    loads = []
+    for r in ["warmup", *range(repeats)]:
+        for name, (argv, more) in commands.items():
+            slug = name.replace(", ", "-").replace(" ", "-")
+            clocks = work / "logs" / f"start-{slug}-{r}.json"
+            driver = [sys.executable, str(ROOT / "benchmarks" / "phases.py")]
+            loads.append(round(os.getloadavg()[0], 2))
+            child = run_child(
+                [*driver, *argv(r, slug), "--quiet", *options],
+                env | more | {"PHASES": str(clocks)},
+                work / "logs" / f"start-{slug}-{r}.log",
+            )
+            check(child, f"stylebatch {name} (start)")
+            if r != "warmup":
+                walls[name].append(child.seconds)
+                split[name].append(phases.phases(str(clocks), child.seconds))
+    _stop_kept_server(Path(env["PREFECT_HOME"]))
     return {
         "network": network,
         "size": size,
         "iterations": iterations,
-        "run_s": runs,
-        "stylize_s": stylizes,
+        "run_s": walls["run"],
+        "own_server_s": walls["run, own server"],
+        "stylize_s": walls["stylize"],
+        "phases": split,
+        "load_average": [min(loads), max(loads)],
     }
 
 
+def _stop_kept_server(home: Path) -> None:
+    """The server the runs kept would outlive the benchmark's folder by its keep time."""
+    record = home / "stylebatch-server.json"
+    if record.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            os.kill(json.loads(record.read_text())["pid"], signal.SIGTERM)
+
+
 def render_start(result: dict[str, Any]) -> str:
-    run, sty = statistics.median(result["run_s"]), statistics.median(result["stylize_s"])
-    rows = [
+    sty = statistics.median(result["stylize_s"])
+    rows = []
+    for label, key in (("`stylebatch run`", "run_s"), ("…, own server", "own_server_s")):
+        if not result.get(key):
+            continue
+        run = statistics.median(result[key])
+        each = ", ".join(fmt(s, 1) for s in result[key])
+        rows.append([label, f"{fmt(run, 1)} ({each})", f"{run / sty:.2f}", fmt(run - sty, 1)])
+    rows.append(
         [
-            f"{result['size']} px, {result['iterations']} it.",
-            f"{fmt(run, 1)} ({', '.join(fmt(s, 1) for s in result['run_s'])})",
+            "`stylebatch stylize`",
             f"{fmt(sty, 1)} ({', '.join(fmt(s, 1) for s in result['stylize_s'])})",
-            f"{run / sty:.2f}",
-            fmt(run - sty, 1),
         ]
-    ]
-    headers = [
-        "one pair",
-        "`stylebatch run` s (each)",
-        "`stylebatch stylize` s (each)",
-        "run ÷ stylize",
-        "run − stylize s",
-    ]
+        + ["1", "0"]
+    )
+    headers = ["one pair", "s (each)", "÷ stylize", "− stylize s"]
+    low, high = result.get("load_average", [None, None])
     notes = (
-        f"`--network {result['network']}`; whole commands, alternating, after one warm-up run; "
-        "`stylebatch run` starts its own temporary Prefect server (no PREFECT_API_URL). "
+        f"{result['size']} px, {result['iterations']} it., `--network {result['network']}`; whole "
+        "commands, alternating, after one warm-up run of each, no PREFECT_API_URL. `stylebatch "
+        "run` uses the temporary server the warm-up kept (the default, for "
+        "STYLEBATCH_SERVER_KEEP s after the last command); 'own server' starts and stops its own "
+        f"(STYLEBATCH_SERVER_KEEP=0). Load average {low}–{high} at the commands' starts. "
         "Target (issue 16): run ÷ stylize ≤ 1.4."
     )
-    return table(headers, rows) + "\n\n" + notes
+    text = table(headers, rows) + "\n\n" + notes
+    if result.get("phases"):
+        text += "\n\n" + render_phases(result["phases"])
+    return text
+
+
+def render_phases(split: dict[str, list[dict]]) -> str:
+    """Each command's phases side by side, medians over the repeats ('' where it has none)."""
+    names = list(dict.fromkeys(phase for runs in split.values() for phase in runs[0]))
+    rows = []
+    for phase in names:
+        row = [phase]
+        for runs in split.values():
+            values = [r[phase] for r in runs if r.get(phase) is not None]
+            row.append(fmt(statistics.median(values), 2) if values else "")
+        rows.append(row)
+    notes = (
+        "Seconds, clocks from benchmarks/phases.py, medians of the repeats; the interpreter's "
+        "start and exit is the wall time after the last clock; small steps between phases are in no row. The temporary server boots in its own "
+        "process from the command's first line, alongside TensorFlow's import; 'waiting for the "
+        "server' is what is left of that boot."
+    )
+    return table(["phase", *[f"`{name}`" for name in split]], rows) + "\n\n" + notes

@@ -5,6 +5,11 @@ worker of the pool may take it; the parent claims the first shard itself, and an
 worker has taken after a few of the workers' polls, so a parent never idles on a worker slot and a
 pool of one single-slot worker cannot deadlock. Run without a deployment (`stylebatch run
 --shards N`), the shards run one after another in this process, as subflows.
+
+A graceful stop of the parent (SIGTERM when its flow run is cancelled: the runner SIGKILLs it
+30 s later) reaches the children: those running are set Cancelling, so their runners SIGTERM
+them in turn and their pairs stop at the next iteration; those not started are Cancelled. The
+parent waits for them a while, then merges what they reported.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.runtime import deployment, flow_run
 from prefect.settings import get_current_settings
-from prefect.states import Crashed, Pending, State
+from prefect.states import Cancelled, Cancelling, Crashed, Pending, State
 
-from flows import events, outputs, prepare, report, storage, uri
+from flows import events, outputs, prepare, report, stops, storage, uri
 from flows.featurecache import default_root
 from flows.model import Job, Manifest
 from flows.prepare import Run
@@ -33,6 +38,9 @@ from flows.prepare import Run
 POLL_SECONDS = 2.0
 STEAL_AFTER_POLLS = 3  # a shard no worker took within this many worker polls runs in the parent
 WORKER_LABEL = "prefect.worker.name"  # the label a worker puts on each flow run it takes
+# After a stop, how long the parent waits for its children to stop: inside the 30 s a runner
+# gives a cancelled flow run, with time left to merge and publish the report.
+STOP_WAIT_SECONDS = 20.0
 
 
 @dataclass
@@ -64,6 +72,7 @@ def split_rows(rows: list[int], shards: int) -> list[list[int]]:
     return [rows[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
+@stops.graceful()  # SIGINT, SIGTERM: the children stop too, and the merged report is written
 def run_sharded(run: Run, given: dict[str, Any]) -> dict[str, Any] | State:
     """Split the manifest into shards, run each as a child flow run, merge and publish."""
     logger = get_run_logger()
@@ -124,22 +133,44 @@ def _run_here(shards: list[Shard], params: dict[str, Any]) -> None:
 
 
 def _wait(shards: list[Shard], mine: UUID | None, logger) -> None:
-    """Until every child is final: run ours and those no worker took; crash those workers lost."""
+    """Until every child is final: run ours and those no worker took; crash those workers lost.
+    After a stop, cancel the children and wait for them STOP_WAIT_SECONDS at most."""
     grace = STEAL_AFTER_POLLS * get_current_settings().worker.query_seconds
     ids = [UUID(s.flow_run_id) for s in shards]
+    deadline = None
     with get_client(sync_client=True) as client:
-        if mine:
+        if mine and not stops.requested():
             _run_claimed(client, mine, logger)
         while True:
             waiting = [r for r in map(client.read_flow_run, ids) if not r.state.is_final()]
             if not waiting:
                 return
-            idle = [r for r in waiting if r.state.is_scheduled() and _age(r) > grace]
-            if idle and _claim(client, idle[0].id):
-                _run_claimed(client, idle[0].id, logger)
-                continue
+            if stops.requested():
+                if deadline is None:
+                    deadline = time.monotonic() + STOP_WAIT_SECONDS
+                    _cancel(client, waiting, logger)
+                elif time.monotonic() > deadline:
+                    names = ", ".join(r.name for r in waiting)
+                    logger.warning("stopped waiting for %s: still stopping", names)
+                    return
+            else:
+                idle = [r for r in waiting if r.state.is_scheduled() and _age(r) > grace]
+                if idle and _claim(client, idle[0].id):
+                    _run_claimed(client, idle[0].id, logger)
+                    continue
             _crash_lost(client, waiting, logger)
             time.sleep(POLL_SECONDS)
+
+
+def _cancel(client, runs: list[FlowRun], logger) -> None:
+    """Stop the children with the parent: those a worker took are set Cancelling (its runner
+    SIGTERMs them: they stop gracefully and report); those not started are set Cancelled."""
+    why = f"its parent flow run was stopped by {stops.signal_name()}"
+    for run in runs:
+        started = run.labels.get(WORKER_LABEL) and not run.state.is_scheduled()
+        state = Cancelling(message=why) if started else Cancelled(message=why)
+        logger.info("%s: %s", run.name, state.name)
+        client.set_flow_run_state(run.id, state, force=True)
 
 
 def _claim(client, child_id: UUID) -> bool:
@@ -192,9 +223,10 @@ def _collect(
         path = uri.join(run.output, "reports", f"{shard.flow_run_id}.json")
         document = json.loads(storage.read_text(path))
     except storage.NotFoundError:
-        cause = _ended(state)
-        lost = f"shard {shard.number}'s {cause}"
-        shard.pairs = _settle(manifest, shard.rows, lost, run, given, started)
+        lost = f"shard {shard.number}'s {_ended(state)}"
+        stopped = stops.requested() and (state.is_cancelled() or not state.is_final())
+        status = "interrupted" if stopped else "failed"  # interrupted: `rerun` takes them
+        shard.pairs = _settle(manifest, shard.rows, lost, run, given, started, status)
         return
     shard.pairs, shard.features = document["pairs"], document["style_features"]
 
@@ -209,16 +241,23 @@ def _ended(state: State) -> str:
 
 
 def _settle(
-    manifest: Manifest, rows: list[int], error: str, run: Run, given: dict[str, Any], since: str
+    manifest: Manifest,
+    rows: list[int],
+    error: str,
+    run: Run,
+    given: dict[str, Any],
+    since: str,
+    status: str = "failed",
 ) -> list[dict]:
-    """Outcomes of a shard that left no report: pairs with an output are done, the rest failed."""
+    """Outcomes of a shard that left no report: pairs with an output are done, the rest have
+    `status` (failed, or interrupted when a stop cancelled the shard)."""
     part = manifest.only(rows)
     networks = prepare.check_networks(part, prepare.run_options(given, run.preset))
     probes = prepare.probe_all(prepare.inputs(part))
     plan = prepare.plan(part, probes, run.output, networks, force=True)
     outcomes = [o.to_dict() for o in plan.settled]
     for job in plan.todo:
-        lost = job.outcome("failed", f"row {job.row}: {error}").to_dict()
+        lost = job.outcome(status, f"row {job.row}: {error}").to_dict()
         outcomes.append(_found(job, since) or lost)
     return outcomes
 

@@ -7,14 +7,17 @@ iteration, checkpointed; the report says `interrupted`; the run ends Cancelled. 
 flow run resumes the pair from its checkpoint. Stopping the worker instead SIGKILLs its flow
 runs at once (its task group is cancelled and anyio kills the process it awaited): the last
 timed checkpoint is all that is kept, and the run stays Running until its heartbeats lapse.
+A cancelled parent of shards cancels its children in turn and merges what they reported.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Cancelling
 from prefectserver import ROOT, Server, until, wait_final
 from test_hardening_runtime import write_batch
@@ -32,12 +35,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def pool(prefect_server, tmp_path_factory):
     """The session's server, with the process pool `stylebatch`, a deployment of the flow from
-    this checkout, and one worker; the deployment's id."""
+    this checkout, and one worker of two slots (a parent and its other shard); the deployment."""
     from prefect.settings import PREFECT_API_URL
 
     server = Server(PREFECT_API_URL.value(), tmp_path_factory.mktemp("home"), process=None)
     server.create_pool()
-    worker = server.start_worker("w-cancel", tmp_path_factory.mktemp("worker"))
+    worker = server.start_worker("w-cancel", tmp_path_factory.mktemp("worker"), limit=2)
     with server.client() as client:
         flow_id = client.create_flow_from_name("stylize-batch")
         deployment = client.create_deployment(
@@ -56,22 +59,27 @@ def pool(prefect_server, tmp_path_factory):
         worker.stop()
 
 
+def parameters(manifest: Path, out: Path, weights: Path, iterations: int, **more) -> dict:
+    return {
+        "manifest": str(manifest),
+        "output": str(out),
+        "weights": str(weights),
+        "size": 48,
+        "iterations": iterations,
+        "optimizer": "adam",
+        "tolerance": 0,  # every iteration runs: the pair is still going when the cancel comes
+        "checkpoint_every": 0.3,
+        "feature_cache": str(out.parent / "features"),
+        **more,
+    }
+
+
 def test_a_cancelled_flow_run_checkpoints_its_pair_and_a_retry_resumes_it(
     pool, tmp_path, tiny_weights
 ):
     server, deployment = pool
     manifest, out = write_batch(tmp_path / "in", 2), tmp_path / "out"
-    params = {
-        "manifest": str(manifest),
-        "output": str(out),
-        "weights": str(tiny_weights),
-        "size": 48,
-        "iterations": 600,
-        "optimizer": "adam",
-        "tolerance": 0,  # every iteration runs: the pair is still going when the cancel comes
-        "checkpoint_every": 0.3,
-        "feature_cache": str(tmp_path / "features"),
-    }
+    params = parameters(manifest, out, tiny_weights, 600)
     with server.client() as client:
         run = client.create_flow_run_from_deployment(deployment, parameters=params)
         until(lambda: list(out.glob(".*.checkpoint.npz")), 240, "a pair's first checkpoint", 0.1)
@@ -104,3 +112,36 @@ def test_a_cancelled_flow_run_checkpoints_its_pair_and_a_retry_resumes_it(
     sidecar = json.loads(Path(stopped["output"]).with_suffix(".json").read_text())
     assert sidecar["resumed"] == {"level": 0, "iteration": iteration}  # from the checkpoint
     assert not list(out.glob(".*.checkpoint.npz"))
+
+
+def test_a_cancelled_parent_of_shards_stops_its_children_and_merges_their_reports(
+    pool, tmp_path, tiny_weights
+):
+    server, deployment = pool
+    manifest, out = write_batch(tmp_path / "in", 2), tmp_path / "out"
+    # one pair a shard: the parent runs shard 1 itself, the worker's other slot shard 2
+    params = parameters(manifest, out, tiny_weights, 100_000, shards=2)  # stopped long before
+    with server.client() as client:
+        parent = client.create_flow_run_from_deployment(deployment, parameters=params)
+        # both shards are mid-pair: one checkpoint each
+        until(lambda: len(list(out.glob(".*.checkpoint.npz"))) == 2, 240, "two checkpoints", 0.1)
+        client.set_flow_run_state(parent.id, Cancelling(), force=True)
+        ended = until(
+            lambda: (r := client.read_flow_run(parent.id)).state.is_final() and r,
+            60,
+            "the parent to end",
+        )
+        tag = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"shard-of:{parent.id}"]))
+        shards = client.read_flow_runs(flow_run_filter=tag)
+    assert ended.state.is_cancelled()
+    assert len(shards) == 2 and all(s.state.is_cancelled() for s in shards)  # none left running
+    report = json.loads((out / "report.json").read_text())
+    assert report["run_id"] == str(parent.id)
+    assert report["summary"] == {"done": 0, "skipped": 0, "failed": 0, "interrupted": 2}
+    assert [s["rows"] for s in report["shards"]] == [[2], [3]]
+    for pair in report["pairs"]:  # each stopped by its own process's SIGTERM, checkpointed
+        assert re.fullmatch(
+            r"interrupted by SIGTERM at level 0, iteration \d+; checkpoint saved", pair["error"]
+        )
+        assert Path(checkpoints.location(pair["output"])).is_file()
+    assert len((out / "failed.csv").read_text().splitlines()) == 3  # both rows, for `rerun`

@@ -76,14 +76,12 @@ def start_early() -> None:
         return
     keep = keep_seconds()
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    if keep:
-        home.mkdir(parents=True, exist_ok=True)
-        _hold(home / "stylebatch-server.lock")
-        _settings.append(_fingerprint())
-        if url := _kept(home / "stylebatch-server.json"):
-            _url.append(url)
-            return
-    log = open(home / "stylebatch-server.log", "wb") if keep else None  # noqa: SIM115
+    log = _keeping(home) if keep else None
+    if keep and log is None:
+        keep = 0.0  # an unwritable PREFECT_HOME: not kept (Prefect's own error will say more)
+    if keep and (url := _kept(home / "stylebatch-server.json")):
+        _url.append(url)
+        return
     child = subprocess.Popen(
         [sys.executable, "-m", "flows.cli.server", str(home)],
         stdin=subprocess.DEVNULL if keep else subprocess.PIPE,  # not kept: ends with the command
@@ -105,6 +103,19 @@ def _configured() -> bool:
 
     current = get_current_settings()
     return bool(current.api.url) or not current.server.ephemeral.enabled
+
+
+def _keeping(home: Path):
+    """This command's lock and settings, and the log a new kept server writes; None when
+    PREFECT_HOME cannot hold them."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        _hold(home / "stylebatch-server.lock")
+        _settings.append(_fingerprint())
+        return open(home / "stylebatch-server.log", "ab")  # noqa: SIM115  (the child's stderr)
+    except OSError:
+        _lock.clear()
+        return None
 
 
 def _hold(path: Path) -> None:

@@ -127,7 +127,9 @@ def failed_csv(document: dict[str, Any], manifest: Manifest) -> str:
 
 def ending(document: dict[str, Any], output: str, logger: logging.Logger) -> dict[str, Any] | State:
     """The flow run's result: the report, or a Failed state when some pair failed — rather than
-    an exception, so the UI offers Retry and no traceback is logged for what the report says."""
+    an exception, so the UI offers Retry and no traceback is logged for what the report says.
+    Those states carry no data: Prefect makes a failed state's data the exception it raises (of
+    a dict it could not, and logged the whole report in a TypeError); the report is on disk."""
     summary = document["summary"]
     shards = f" over {len(document['shards'])} shards" if "shards" in document else ""
     counts = (summary["done"], summary["skipped"], summary["failed"])
@@ -135,7 +137,6 @@ def ending(document: dict[str, Any], output: str, logger: logging.Logger) -> dic
     if summary.get("interrupted"):
         return Cancelled(
             name=INTERRUPTED,
-            data=document,
             message=f"{summary['interrupted']} of {len(document['pairs'])} pairs interrupted; "
             f"`stylebatch rerun {uri.join(output, 'report.json')}` finishes them",
         )
@@ -143,7 +144,6 @@ def ending(document: dict[str, Any], output: str, logger: logging.Logger) -> dic
         return document
     return Failed(
         name=PAIRS_FAILED,
-        data=document,
         message=f"{summary['failed']} of {len(document['pairs'])} pairs failed; "
         f"see {uri.join(output, 'report.json')}",
     )

@@ -113,3 +113,23 @@ def test_a_second_signal_stops_at_once_and_leaves_nothing_half_written(tmp_path,
     assert visible_files_are_whole(out) == [] and temp_files(out) == []
     for left in out.glob(".*.checkpoint.npz"):  # a checkpoint, if one was written, reads whole
         assert checkpoints.decode(left.read_bytes(), "a key") == "made from other inputs or options"
+
+
+def test_sigterm_in_the_first_of_two_local_shards_interrupts_the_second_before_it_starts(
+    tmp_path, tiny_weights
+):
+    manifest, out = write_batch(tmp_path / "in", 2), tmp_path / "out"
+    args = cli_args(manifest, out, tiny_weights, size=48, iterations=400)  # a line every 40
+    args += ["--optimizer", "adam", "--tolerance", "0", "--shards", "2"]  # subflows, in turn
+    run = stylebatch(args, env=child_env(PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO"))
+    signal_at(run, [signal.SIGTERM], 40)
+    code, _, err = finish(run)
+
+    assert code == 143, err
+    lines = [line for line in err.splitlines() if line.startswith("stylebatch: ")]
+    assert len(lines) == 1 and lines[0].startswith("stylebatch: stopped by SIGTERM: 2 interrupted")
+    report = json.loads((out / "report.json").read_text())  # the merged one
+    assert [s["rows"] for s in report["shards"]] == [[2], [3]]
+    first, second = report["pairs"]
+    assert re.fullmatch(r"interrupted by SIGTERM at level 0, iteration \d+; .*", first["error"])
+    assert second["status"] == "interrupted" and "before it started" in second["error"]

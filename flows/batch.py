@@ -116,6 +116,7 @@ def stylize_batch(
 
 
 @stops.graceful()  # SIGINT, SIGTERM: pairs stop at their next iteration, reported interrupted
+@stops.reaching_workers()  # in Dask workers' processes too
 def run_batch(run: Run, given: dict[str, Any]) -> dict | State:
     """The flow's body, for one process (or one shard)."""
     logger = get_run_logger()

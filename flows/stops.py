@@ -4,6 +4,10 @@
 Every write is whole or absent (a temporary name then a rename, or one PUT), so ending at once
 leaves no half-written file either; what it loses is the report of the run, and the iterations
 since each pair's last checkpoint.
+
+Pairs on a Dask cluster run in its workers' processes, which the signal never reaches: while a
+flow run's body is inside `reaching_workers`, a stop is also set in the Dask scheduler's metadata
+under the flow run's id, and `requested()` in a worker reads it at most once a second.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from stylecore.errors import StyleError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _asked = threading.Event()
 _signal: list[int] = []  # the first signal received, for the exit code and the messages
+_listeners: list[Callable[[int], None]] = []  # told the signal's number when a stop is asked
+READ_EVERY = 1.0  # seconds between a Dask worker's reads of its flow run's stop
+_read: dict[str, tuple[float, int | None]] = {}  # flow run id: (when last read, its signal)
+SCHEDULER_KEY = "stylebatch-stop"  # the scheduler's metadata: {flow run id: signal number}
 
 
 class Interrupted(StyleError):
@@ -27,13 +36,15 @@ class Interrupted(StyleError):
 
 
 def requested() -> bool:
-    """Whether a stop was asked (by a signal, or `request`)."""
-    return _asked.is_set()
+    """Whether a stop was asked (by a signal, or `request`; in a Dask worker, in the flow run's
+    own process)."""
+    return _asked.is_set() or _asked_in_flow_process() is not None
 
 
 def signal_name() -> str:
     """The first signal's name ('SIGTERM'), or 'a stop request'."""
-    return signal.Signals(_signal[0]).name if _signal else "a stop request"
+    signum = _signal[0] if _signal else _asked_in_flow_process()
+    return signal.Signals(signum).name if signum else "a stop request"
 
 
 def exit_code() -> int:
@@ -46,6 +57,8 @@ def request(signum: int = signal.SIGTERM) -> None:
     if not _signal:
         _signal.append(signum)
     _asked.set()
+    for listener in list(_listeners):
+        listener(_signal[0])
 
 
 def reset() -> None:
@@ -120,3 +133,58 @@ def graceful() -> Iterator[None]:
         if write is not None:
             signal.set_wakeup_fd(wakeup)
             os.close(write)  # the watcher reads the end of the pipe, closes it and returns
+
+
+@contextlib.contextmanager
+def reaching_workers() -> Iterator[None]:
+    """Inside a flow run on a Dask task runner: a stop asked in this process is set on the
+    scheduler too, for the tasks in its workers' processes. Elsewhere nothing changes."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if "prefect_dask" not in sys.modules or type(runner).__name__ != "DaskTaskRunner":
+        yield
+        return
+    where, client = [SCHEDULER_KEY, str(context.flow_run.id)], runner.client
+
+    def tell(signum: int) -> None:
+        try:
+            client.set_metadata(where, signum)
+        except Exception as exc:  # the scheduler is gone: its workers with it
+            print(f"stylebatch: the Dask workers were not told to stop: {exc}", file=sys.stderr)
+
+    def publish(signum: int) -> None:  # not in the watcher: a second signal must not wait on it
+        threading.Thread(target=tell, args=(signum,), name="stops-dask", daemon=True).start()
+
+    _listeners.append(publish)
+    if requested():
+        publish(_signal[0] if _signal else signal.SIGTERM)
+    try:
+        yield
+    finally:
+        _listeners.remove(publish)
+
+
+def _asked_in_flow_process() -> int | None:
+    """In a Dask worker, inside a task run: the signal that stopped its flow run's process, read
+    from the scheduler at most once every READ_EVERY seconds; None anywhere else."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_client, get_worker
+    from prefect.runtime import flow_run
+
+    try:
+        get_worker()
+    except ValueError:  # not in a worker
+        return None
+    run_id = flow_run.get_id()
+    last, signum = _read.get(run_id or "", (0.0, None))
+    if not run_id or signum is not None or time.monotonic() - last < READ_EVERY:
+        return signum
+    try:
+        signum = get_client().get_metadata([SCHEDULER_KEY, run_id], default=None)
+    except Exception:  # no scheduler: no stop known here
+        signum = None
+    _read[run_id] = (time.monotonic(), signum)
+    return signum

@@ -360,15 +360,17 @@ def stylize(
     stylizer: Stylizer | None = None,
     init: np.ndarray | None = None,
     on_step: Callable[[Iteration], None] | None = None,
+    **where,
 ) -> Result:
-    """Stylize one content with one or more (blended) styles; the simple, one-pair entry point."""
+    """Stylize one content with one or more (blended) styles; the simple, one-pair entry point.
+    `where`: start, temporal, resume (Stylizer.steps)."""
     stylizer = stylizer or shared_stylizer(options)
 
     def grams_for(longest: int) -> list[Grams]:
         per_style = [stylizer.grams(prepare_style(s, longest, options), options) for s in styles]
         return [blend(per_style, options.style_blend)]
 
-    return stylize_with(content, grams_for, options, stylizer, init, on_step)
+    return stylize_with(content, grams_for, options, stylizer, init, on_step, **where)
 
 
 def stylize_with(

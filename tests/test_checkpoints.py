@@ -186,3 +186,43 @@ def test_a_pair_killed_at_two_thirds_resumes_from_its_checkpoint(tmp_path, tiny_
     assert 0 <= done_again <= interval_iterations(seen, every), (seen, resumed, seconds)
     assert iio.imread(output).shape[:2] == tuple(sidecar["size"])  # it decodes
     assert not list(out.glob(".*.checkpoint.npz"))  # published: the checkpoint is gone
+
+
+# --- one pair through `stylebatch stylize`: Ctrl-C, then the same command again ----------------
+
+
+def test_stylize_stopped_by_ctrl_c_resumes_where_it_stopped(tmp_path, tiny_weights, capsys):
+    iterations = 600  # tiny weights at 32 px: a few ms each; the first checkpoint comes within 0.3 s
+    write_batch(tmp_path / "in", 1)
+    out = tmp_path / "out" / "c0 stylized.png"
+    args = ["stylize", str(tmp_path / "in" / "c0.png"), str(tmp_path / "in" / "s.png")]
+    args += ["-o", str(out), "--weights", str(tiny_weights), "--size", "32", "--quiet"]
+    args += ["--iterations", str(iterations), "--optimizer", "adam", "--tolerance", "0"]
+    args += ["--checkpoint-every", "0.3"]
+    first = stylebatch(args)
+    checkpoint = out.parent / f".{out.name}{checkpoints.SUFFIX}"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGINT)  # Ctrl-C: stop at the next iteration, checkpointed
+    code, _, err = finish(first)
+    ours = [line for line in err.splitlines() if line.startswith("stylebatch")]  # not TF's
+    assert code == 130 and len(ours) == 1, err
+    stopped = re.fullmatch(
+        r"stylebatch: stopped by SIGINT at level 0, iteration (\d+); checkpoint saved; "
+        r"the same command resumes it",
+        ours[0],
+    )
+    assert stopped, err
+    assert not out.exists() and not out.with_suffix(".json").exists()  # nothing half-written
+    with np.load(checkpoint) as saved:  # the checkpoint holds the stop's iteration
+        assert json.loads(str(saved["meta"]))["iteration"] == int(stopped.group(1))
+
+    assert main(args) == 0, capsys.readouterr()
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    iteration = int(stopped.group(1))
+    assert sidecar["resumed"] == {"level": 0, "iteration": iteration}
+    assert f"resumed at level 0, iteration {iteration}" in sidecar["notes"]
+    assert len(sidecar["losses"]["history"]) == iterations - iteration  # nothing done twice
+    assert iio.imread(out).shape[:2] == tuple(sidecar["size"])
+    assert not checkpoint.exists()  # published: the checkpoint has served

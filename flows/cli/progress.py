@@ -25,8 +25,11 @@ def _console(quiet: bool) -> Console:
 
 
 @contextlib.contextmanager
-def iteration_bar(total: int, quiet: bool = False) -> Iterator[Callable[[Iteration], None]]:
-    """A bar over optimizer iterations showing the loss and the time left."""
+def iteration_bar(
+    total: int, quiet: bool = False, done: int = 0
+) -> Iterator[Callable[[Iteration], None]]:
+    """A bar over optimizer iterations showing the loss and the time left; `done` of them were
+    done before (a resumed run)."""
     columns = (
         TextColumn("stylizing"),
         BarColumn(),
@@ -35,7 +38,7 @@ def iteration_bar(total: int, quiet: bool = False) -> Iterator[Callable[[Iterati
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=_console(quiet), transient=False) as progress:
-        task = progress.add_task("stylize", total=total, loss="…", tiles="")
+        task = progress.add_task("stylize", total=total, completed=done, loss="…", tiles="")
 
         def advance(step: Iteration) -> None:
             tiles = f", {len(step.tiles.tiles)} tiles" if step.tiles else ""

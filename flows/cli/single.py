@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 import io
 import posixpath
+import sys
 import time
 
 import numpy as np
 
-from flows import prepare, storage, uri
+from flows import prepare, stops, storage, uri
 from flows.cli.flags import options_from_args
 from flows.cli.progress import download_bar, iteration_bar, pair_bar
 from flows.featurecache import default_root
 from flows.manifest.validate import CLIP_OUTPUTS
-from flows.model import Pair, StyleRef
+from flows.model import Job, Pair, StyleInput, StyleRef
 from flows.outputs import dumps, sha256, sidecar
-from flows.storage import clipsource
+from flows.storage import checkpoints, clipsource
 from flows.uri import sidecar_of
 from stylecore import images
 from stylecore.errors import ImageError
 from stylecore.network import FeatureNet, extract
 from stylecore.options import StyleOptions
-from stylecore.stylize import shared_stylizer, stylize
+from stylecore.records import Iteration, Resume
+from stylecore.stylize import level_sizes, shared_stylizer, stylize
 from stylecore.weights import describe, load_weights, resolve_spec, sample_image, top_classes
 
 
@@ -36,7 +38,9 @@ def read_picture(uri: str, role: str) -> tuple[images.Picture, str]:
 
 
 def stylize_command(args: argparse.Namespace) -> int:
-    """`stylebatch stylize`: one pair, a progress bar, OUT and its sidecar."""
+    """`stylebatch stylize`: one pair, a progress bar, OUT and its sidecar. It checkpoints beside
+    OUT as a batch's pairs do: Ctrl-C or SIGTERM stops it at the next iteration, checkpointed
+    (exit 130/143), and the same command again resumes there."""
     options = options_from_args(args)
     if _is_clip(args.content, args.output):
         return stylize_clip_command(args, options)
@@ -49,17 +53,34 @@ def stylize_command(args: argparse.Namespace) -> int:
         else None
     )
     stylizer = shared_stylizer(options)
+    saver = _checkpointer(args, options, content_sha, [h for _, h in styles], stylizer)
+    resume = _resume(saver.resume(), content, options)
+    if resume and not args.quiet:
+        print(f"resuming at level {resume.level}, iteration {resume.iteration} (its checkpoint)")
     total = options.iterations * options.levels
-    with iteration_bar(total, quiet=args.quiet) as advance:
-        result = stylize(content, [s for s, _ in styles], options, stylizer, init, on_step=advance)
+    done = resume.level * options.iterations + resume.iteration if resume else 0
+    stops.reset()
+    try:
+        with stops.graceful(), iteration_bar(total, args.quiet, done) as advance:
+            on_step = _watching(advance, saver, stylizer, options)
+            pictures = [s for s, _ in styles]
+            result = stylize(content, pictures, options, stylizer, init, on_step, resume=resume)
+    except stops.Interrupted as exc:
+        print(f"stylebatch: {exc}; the same command resumes it", file=sys.stderr)
+        return stops.exit_code()
     storage.write_bytes(args.output, images.encode(result.rgb, result.alpha, suffix))
     inputs = {
         "content": {"uri": args.content, "sha256": content_sha},
         "styles": [{"uri": u, "sha256": h} for u, (_, h) in zip(args.styles, styles, strict=True)],
     }
     notes = list(content.notes) + [n for s, _ in styles for n in s.notes]
+    if resume:
+        notes.append(f"resumed at level {resume.level}, iteration {resume.iteration}")
     document = sidecar(inputs, args.output, options, stylizer.weights, result, notes)
+    if resume:
+        document["resumed"] = {"level": resume.level, "iteration": resume.iteration}
     storage.write_bytes(sidecar_of(args.output), dumps(document))
+    saver.remove(0)  # published: the checkpoint has served
     final = result.history[-1]
     print(
         f"wrote {args.output} ({result.rgb.shape[1]}×{result.rgb.shape[0]}) in "
@@ -67,6 +88,63 @@ def stylize_command(args: argparse.Namespace) -> int:
         f"(content {final['content']:.4g}, style {final['style']:.4g}, tv {final['tv']:.4g})"
     )
     return 0
+
+
+def _checkpointer(
+    args: argparse.Namespace,
+    options: StyleOptions,
+    content_sha: str,
+    style_shas: list[str],
+    stylizer,
+) -> checkpoints.Checkpointer:
+    """OUT's checkpoint, keyed like a batch's pair of the same inputs and options."""
+    job = Job(  # the blend's weights are in the options, hence in the key
+        row=0,
+        content=args.content,
+        content_sha=content_sha,
+        styles=tuple(StyleInput(u, h, None) for u, h in zip(args.styles, style_shas, strict=True)),
+        output=args.output,
+        options=options.to_dict(),
+        feature_keys={},
+        label="",
+        shape=(0, 0),
+    )
+    key = checkpoints.key(job, options.identity(), stylizer.weights.checksum)
+    return checkpoints.Checkpointer([job], [key], options.checkpoint_every)
+
+
+def _resume(saved: checkpoints.Saved | None, content: images.Picture, options: StyleOptions):
+    """Where the run continues: the checkpoint, when its image has its level's shape."""
+    if saved is None:
+        return None
+    sizes = level_sizes(options)
+    final = images.fit_shape(images.composite(content).shape[:2], options.size)
+    fits = 0 <= saved.level < len(sizes) and bool(saved.arrays)
+    if fits and saved.arrays[0].shape == (1, *images.fit_shape(final, sizes[saved.level]), 3):
+        return Resume(saved.level, saved.iteration, saved.arrays)
+    return None
+
+
+def _watching(advance, saver: checkpoints.Checkpointer, stylizer, options: StyleOptions):
+    """The step callback: the bar, a checkpoint every options.checkpoint_every seconds, and a
+    stop at this iteration (checkpointed) when a signal asked for one."""
+    last_level = options.levels - 1
+
+    def on_step(step: Iteration) -> None:
+        advance(step)
+        ends = step.stopped is not None or step.iteration >= options.iterations
+        if step.level == last_level and ends:
+            return  # the last step: the output is next, stopping here would waste it
+        stop = stops.requested()
+        saved = saver.keep(step, options, stylizer, stop)
+        if stop:
+            kept = "checkpoint saved" if saved else "no checkpoint (--checkpoint-every 0)"
+            raise stops.Interrupted(
+                f"stopped by {stops.signal_name()} at level {step.level}, "
+                f"iteration {step.iteration}; {kept}"
+            )
+
+    return on_step
 
 
 def _is_clip(content: str, output: str) -> bool:

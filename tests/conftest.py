@@ -20,6 +20,9 @@ def _private_cache(tmp_path_factory):
     """No test reads or writes the user's real cache directory."""
     os.environ["STYLEBATCH_CACHE"] = str(tmp_path_factory.mktemp("stylebatch-cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A command's temporary server ends with it: none outlives its test (test_temporary_server
+    # keeps one on purpose)
+    os.environ.setdefault("STYLEBATCH_SERVER_KEEP", "0")
 
 
 @pytest.fixture(scope="session")

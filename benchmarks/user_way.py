@@ -20,7 +20,9 @@ from typing import Any
 
 import phases
 from batch_pairs import STYLE, child_env, stylebatch, write_contents, write_manifest
-from common import EXAMPLES, ROOT, check, fmt, run_child, table
+from common import EXAMPLES, ROOT, check, fmt, run_child, square, table
+
+from stylecore import images
 
 
 def per_iteration(
@@ -30,6 +32,11 @@ def per_iteration(
     env = child_env(work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     content, style = EXAMPLES / "chelsea.png", EXAMPLES / "swirls.png"
+    # The port takes both images square (common.square); stylize is given the same squares, or
+    # it would fit chelsea to 256×170 px, two thirds of the port's pixels per iteration
+    squares = {p: work / f"square-{size}-{p.name}" for p in (content, style)}
+    for source, path in squares.items():
+        path.write_bytes(images.encode_png(square(source.name, size).round().astype("uint8")))
     common = ["--weights", weights_path, "--size", str(size), "--optimizer", "adam"]
     configs = {
         "ours adam fp32": ["--precision", "float32"],
@@ -48,7 +55,8 @@ def per_iteration(
                 else:
                     out = work / "user" / f"out-{n}.png"
                     out.parent.mkdir(exist_ok=True)
-                    argv = [*stylebatch(), "stylize", str(content), str(style), "-o", str(out)]
+                    argv = [*stylebatch(), "stylize", str(squares[content]), str(squares[style])]
+                    argv += ["-o", str(out)]
                     argv += [*common, *extra, "--iterations", str(n), "--tolerance", "0"]
                     argv += ["--quiet"]
                 child = run_child(argv, env, log)
@@ -103,7 +111,8 @@ def render_per_iteration(result: dict[str, Any], in_process: dict | None) -> str
         "÷ port in-process",
     ]
     notes = (
-        f"{result['size']} px, chelsea × swirls, the section-1 weights; `stylebatch stylize "
+        f"{result['size']}×{result['size']} px (chelsea × swirls cropped square, as in section 1 "
+        "and the port), the section-1 weights; `stylebatch stylize "
         "--optimizer adam --tolerance 0` (every iteration run) and the port as a script, each a "
         f"whole process; per iteration = (wall at {hi} − wall at {lo}) / {hi - lo}, median of "
         f"{result['repeats']} round-robin repeats."

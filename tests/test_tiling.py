@@ -163,3 +163,41 @@ def test_a_batch_mixes_tiled_and_whole_pairs_and_shares_the_style_features(tiny_
     assert shapes == [(91, 128), (69, 96), (91, 128)] and tiled == [1, 0, 0]
     sizes = [entry["key"] for entry in report["style_features"]]
     assert len(sizes) == len(set(sizes)) == 2  # one per style size (128, 96), tiled or not
+
+
+def test_a_tiled_image_stopped_by_ctrl_c_resumes_as_if_never_stopped(tiny_weights, tmp_path):
+    """Ctrl-C while tiled: the checkpoint (the whole image and Adam's moments, kept on the host)
+    resumes to the very image an uninterrupted run makes."""
+    import os
+    import signal
+    import time
+
+    from test_hardening_runtime import finish, stylebatch
+
+    from flows.storage import checkpoints
+
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    content.write_bytes(images.encode_png(noise_image(96, 128, seed=1)))
+    style.write_bytes(images.encode_png(noise_image(64, 64, seed=2)))
+    args = ["--weights", str(tiny_weights), "--size", "128", "--tile", "64", "--iterations", "60"]
+    args += ["--optimizer", "adam", "--tolerance", "0", "--precision", "float32", "--quiet"]
+    stopped, whole = tmp_path / "stopped.png", tmp_path / "uninterrupted.png"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")  # stylize of a still needs no Prefect
+    first = stylebatch(["stylize", str(content), str(style), "-o", str(stopped), *args, "--checkpoint-every", "0.2"], env)  # fmt: skip
+    checkpoint = tmp_path / f".stopped.png{checkpoints.SUFFIX}"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGINT)
+    code, _, err = finish(first)
+    assert code == 130 and checkpoint.exists() and not stopped.exists(), err
+
+    assert main(["stylize", str(content), str(style), "-o", str(stopped), *args]) == 0
+    assert main(["stylize", str(content), str(style), "-o", str(whole), *args]) == 0
+    sidecar = json.loads(stopped.with_suffix(".json").read_text())
+    resumed = sidecar["resumed"]["iteration"]
+    assert 0 < resumed < 60 and len(sidecar["losses"]["history"]) == 60 - resumed
+    assert sidecar["tiling"][0]["tiles"] == 4
+    a, b = iio.imread(stopped).astype(int), iio.imread(whole).astype(int)
+    assert np.abs(a - b).max() <= 1  # the same image, resumed or not
+    assert not checkpoint.exists()

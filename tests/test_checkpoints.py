@@ -192,7 +192,7 @@ def test_a_pair_killed_at_two_thirds_resumes_from_its_checkpoint(tmp_path, tiny_
 
 
 def test_stylize_stopped_by_ctrl_c_resumes_where_it_stopped(tmp_path, tiny_weights, capsys):
-    iterations = 600  # tiny weights at 32 px: a few ms each; the first checkpoint comes within 0.3 s
+    iterations = 600  # tiny weights at 32 px: a few ms each; the first checkpoint within 0.3 s
     write_batch(tmp_path / "in", 1)
     out = tmp_path / "out" / "c0 stylized.png"
     args = ["stylize", str(tmp_path / "in" / "c0.png"), str(tmp_path / "in" / "s.png")]
@@ -209,7 +209,7 @@ def test_stylize_stopped_by_ctrl_c_resumes_where_it_stopped(tmp_path, tiny_weigh
     ours = [line for line in err.splitlines() if line.startswith("stylebatch")]  # not TF's
     assert code == 130 and len(ours) == 1, err
     stopped = re.fullmatch(
-        r"stylebatch: stopped by SIGINT at level 0, iteration (\d+); checkpoint saved; "
+        r"stylebatch: interrupted by SIGINT at level 0, iteration (\d+); checkpoint saved; "
         r"the same command resumes it",
         ours[0],
     )

@@ -169,20 +169,10 @@ def _watching(
 ) -> Callable[[Iteration], None]:
     """A frame's step callback: checkpoint every options.checkpoint_every seconds, and stop at
     this iteration (checkpointed) when a stop was asked."""
-    last_level = options.levels - 1
 
     def on_step(step: Iteration) -> None:
-        ends = step.stopped is not None or step.iteration >= options.iterations
-        if step.level == last_level and ends:
-            return  # the frame's last step: publishing it is next, stopping here would waste it
-        stop = stops.requested()
-        saved = saver.keep(step, options, stylizer, stop)
-        if stop:
-            kept = "checkpoint saved" if saved else "no checkpoint"
-            raise stops.Interrupted(
-                f"interrupted by {stops.signal_name()} in {where} at level {step.level}, "
-                f"iteration {step.iteration}; {kept}"
-            )
+        keep = lambda stop: saver.keep(step, options, stylizer, stop)  # noqa: E731
+        stops.after_step(step, options, keep, f" in {where}")
 
     return on_step
 

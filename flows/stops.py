@@ -73,6 +73,23 @@ def check(where: str = "") -> None:
         raise Interrupted(f"interrupted by {signal_name()} before it started{where}")
 
 
+def after_step(step, options, keep: Callable[[bool], bool], where: str = "") -> None:
+    """A running image's step callback's end: `keep(stopping)` checkpoints it (when due, or at a
+    stop), then a stop asked raises Interrupted saying where. Not after the last step of the
+    last level: the output is next, and stopping there would waste it."""
+    ends = step.stopped is not None or step.iteration >= options.iterations
+    if step.level == options.levels - 1 and ends:
+        return
+    stop = requested()
+    saved = keep(stop)
+    if stop:
+        kept = "checkpoint saved" if saved else "no checkpoint"
+        raise Interrupted(
+            f"interrupted by {signal_name()}{where} at level {step.level}, "
+            f"iteration {step.iteration}; {kept}"
+        )
+
+
 def _received(signum: int) -> None:
     """The first signal asks for a graceful stop; a second one ends the process at once."""
     if requested():

@@ -203,26 +203,14 @@ def _watching(
 
     def for_options(options: StyleOptions) -> Callable[[Iteration], None]:
         log = _logging(logger, options)
-        last_level = options.levels - 1
         # a tiled retry keeps checkpointing (tiles do not change the result: the same key); a
         # smaller one after running out of memory keeps none
         own = options.identity() == asked.identity()
 
         def on_step(step: Iteration) -> None:
             log(step)
-            ends = step.stopped is not None or step.iteration >= options.iterations
-            if step.level == last_level and ends:
-                return  # the last step: the output is next, stopping here would waste it
-            stop = stops.requested()
-            saved = False
-            if own and (saver.due() or (stop and saver.every > 0)):
-                arrays = stylizer.checkpoint_arrays(options, step)
-                done = options.iterations if ends else step.iteration  # a converged level is over
-                saved = saver.save(checkpoints.Saved(step.level, done, arrays))
-            if stop:
-                where = f"at level {step.level}, iteration {step.iteration}"
-                kept = "; checkpoint saved" if saved else "; no checkpoint"
-                raise stops.Interrupted(f"interrupted by {stops.signal_name()} {where}{kept}")
+            keep = lambda stop: own and saver.keep(step, options, stylizer, stop)  # noqa: E731
+            stops.after_step(step, options, keep)
 
         return on_step
 

@@ -165,6 +165,7 @@ def test_a_batch_mixes_tiled_and_whole_pairs_and_shares_the_style_features(tiny_
     assert len(sizes) == len(set(sizes)) == 2  # one per style size (128, 96), tiled or not
 
 
+@pytest.mark.filterwarnings("ignore::stylecore.weights.UnknownReleaseWarning")
 def test_a_tiled_image_stopped_by_ctrl_c_resumes_as_if_never_stopped(tiny_weights, tmp_path):
     """Ctrl-C while tiled: the checkpoint (the whole image and Adam's moments, kept on the host)
     resumes to the very image an uninterrupted run makes."""

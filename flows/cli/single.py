@@ -128,21 +128,10 @@ def _resume(saved: checkpoints.Saved | None, content: images.Picture, options: S
 def _watching(advance, saver: checkpoints.Checkpointer, stylizer, options: StyleOptions):
     """The step callback: the bar, a checkpoint every options.checkpoint_every seconds, and a
     stop at this iteration (checkpointed) when a signal asked for one."""
-    last_level = options.levels - 1
 
     def on_step(step: Iteration) -> None:
         advance(step)
-        ends = step.stopped is not None or step.iteration >= options.iterations
-        if step.level == last_level and ends:
-            return  # the last step: the output is next, stopping here would waste it
-        stop = stops.requested()
-        saved = saver.keep(step, options, stylizer, stop)
-        if stop:
-            kept = "checkpoint saved" if saved else "no checkpoint (--checkpoint-every 0)"
-            raise stops.Interrupted(
-                f"stopped by {stops.signal_name()} at level {step.level}, "
-                f"iteration {step.iteration}; {kept}"
-            )
+        stops.after_step(step, options, lambda stop: saver.keep(step, options, stylizer, stop))
 
     return on_step
 

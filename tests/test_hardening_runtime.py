@@ -401,7 +401,7 @@ def test_out_of_memory_retries_in_tiles_at_the_same_size_and_says_so(tmp_path, t
     (inputs / "m.csv").write_text("content,style,size\nc0.png,s.png,768\n")
     enlarged = "content enlarged 13.7× (56×40 to 768×549 px): expect a soft result"
     # Adam's step at 768 px needs more than the pool; 576 px or tiles of 256 px fit
-    env = child_env(TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPU_BFC_MEM_LIMIT_IN_MB="160")
+    env = child_env(TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPU_BFC_MEM_LIMIT_IN_MB="128")
     for flags, size, notes, said in (
         (
             [],
@@ -421,16 +421,18 @@ def test_out_of_memory_retries_in_tiles_at_the_same_size_and_says_so(tmp_path, t
         out = tmp_path / f"case{size}" / "out"  # its own feature cache: the style's Grams too
         args = cli_args(inputs / "m.csv", out, tiny_weights, size=64, iterations=1)
         # TensorFlow's CPU BFC allocator sometimes segfaults inside the step instead of raising
-        # when its pool runs out (1 run in 4 on a5edb60 too, in TF's own kernel): such a crash
-        # of TF is run again, from scratch; what is asserted is our answer to an OOM TF raises.
-        for _ in range(3):
+        # when its pool runs out (1 run in 4 on a5edb60 too, in TF's own kernel), and sometimes
+        # fits the 768 px step in the pool after all (2 runs in 5 at 128 or 160 MB, alone or
+        # not): either is run again, from scratch; what is asserted is our answer to an OOM TF
+        # raises.
+        for _ in range(5):
             # Adam: L-BFGS's history (2·20 copies of the image, each replaced whole by a step)
             # alone is more than this pool at 768 px, tiles or not (on a GPU it moves to the host)
             # float32: bfloat16 (precision auto, where the CPU has it) halves the activations
             command = [*args, "--style-scale", "0.1", "--optimizer", "adam", "--precision"]
             command += ["float32", *flags]
             code, stdout, stderr = finish(stylebatch(command, env=env))
-            if code != -signal.SIGSEGV:
+            if code == 0 and "out of memory" in stderr or code not in (0, -signal.SIGSEGV):
                 break
             shutil.rmtree(out, ignore_errors=True)
         assert code == 0, stdout + stderr

@@ -153,13 +153,12 @@ def _resume(saved: checkpoints.Saved | None, shape, options, index: int) -> Resu
     otherwise)."""
     if saved is None:
         return None
-    sizes = level_sizes(options)
-    fits = 0 <= saved.level < len(sizes) and bool(saved.arrays)
-    if fits and saved.arrays[0].shape == (1, *images.fit_shape(shape, sizes[saved.level]), 3):
+    resume = Resume(saved.level, saved.iteration, saved.arrays)
+    if resume.fits(shape, level_sizes(options)):
         log.info(
             "frame %d: resuming at level %d, iteration %d", index + 1, saved.level, saved.iteration
         )
-        return Resume(saved.level, saved.iteration, saved.arrays)
+        return resume
     log.warning("frame %d: checkpoint ignored: it does not fit level %d", index + 1, saved.level)
     return None
 

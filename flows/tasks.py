@@ -134,11 +134,7 @@ def _stylize(jobs: list[Job], cache_root: str, force: bool, logger) -> list[dict
             FeatureCache(cache_root), jobs[0].styles, jobs[0].feature_keys, stylizer
         )
         saver = _checkpointer(jobs, options, stylizer)
-        saved = saver.resume()
-        fits = saved is not None and _fits(saved, contents, options, logger)
-        resume = Resume(saved.level, saved.iteration, saved.arrays) if fits else None
-        if resume:
-            logger.info("resuming at level %d, iteration %d", resume.level, resume.iteration)
+        resume = _resume(saver.resume(), contents, options, logger)
         on_step = _watching(logger, stylizer, saver, options)
         results, used = oom.optimize(
             contents, grams, options, stylizer, init, on_step, logger, resume=resume
@@ -168,17 +164,17 @@ def _checkpointer(
     return checkpoints.Checkpointer(jobs, keys, options.checkpoint_every)
 
 
-def _fits(saved: checkpoints.Saved, contents: list, options: StyleOptions, logger) -> bool:
-    """Whether a checkpoint's image has the shape its level gives these contents (the key rules
-    out other inputs and options; this, a file from a version that shaped levels otherwise)."""
-    sizes = level_sizes(options)
-    if 0 <= saved.level < len(sizes) and saved.arrays:
-        final = images.fit_shape(images.composite(contents[0]).shape[:2], options.size)
-        shape = (len(contents), *images.fit_shape(final, sizes[saved.level]), 3)
-        if saved.arrays[0].shape == shape:
-            return True
-    logger.warning("checkpoint ignored: it does not fit level %d of this pair", saved.level)
-    return False
+def _resume(saved: checkpoints.Saved | None, contents: list, options: StyleOptions, logger):
+    """Where the jobs continue: their checkpoint, when its image fits their level."""
+    if saved is None:
+        return None
+    resume = Resume(saved.level, saved.iteration, saved.arrays)
+    final = images.fit_shape(contents[0].rgb.shape[:2], options.size)
+    if not resume.fits(final, level_sizes(options), len(contents)):
+        logger.warning("checkpoint ignored: it does not fit level %d of this pair", saved.level)
+        return None
+    logger.info("resuming at level %d, iteration %d", resume.level, resume.iteration)
+    return resume
 
 
 def _resumed(resume: Resume | None, asked: StyleOptions, used: StyleOptions) -> dict | None:

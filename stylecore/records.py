@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from stylecore import tiling
+from stylecore import images, tiling
 
 Grams = dict[str, np.ndarray]  # layer → (C, C)
 GramsFor = Callable[[int], Sequence[Grams]]  # level's longest side → one blended target per image
@@ -47,6 +47,14 @@ class Resume:
     level: int
     iteration: int
     arrays: tuple[np.ndarray, ...]
+
+    def fits(self, final: tuple[int, int], sizes: Sequence[int], batch: int = 1) -> bool:
+        """Whether the saved image has the shape its level gives `batch` outputs of `final`
+        (H, W) on the schedule `sizes` (stylize.level_sizes): a checkpoint's key rules out other
+        inputs and options; this, a file from a version that shaped levels otherwise."""
+        if not 0 <= self.level < len(sizes) or not self.arrays:
+            return False
+        return self.arrays[0].shape == (batch, *images.fit_shape(final, sizes[self.level]), 3)
 
 
 @dataclass(frozen=True)

@@ -117,12 +117,9 @@ def _resume(saved: checkpoints.Saved | None, content: images.Picture, options: S
     """Where the run continues: the checkpoint, when its image has its level's shape."""
     if saved is None:
         return None
-    sizes = level_sizes(options)
-    final = images.fit_shape(images.composite(content).shape[:2], options.size)
-    fits = 0 <= saved.level < len(sizes) and bool(saved.arrays)
-    if fits and saved.arrays[0].shape == (1, *images.fit_shape(final, sizes[saved.level]), 3):
-        return Resume(saved.level, saved.iteration, saved.arrays)
-    return None
+    resume = Resume(saved.level, saved.iteration, saved.arrays)
+    final = images.fit_shape(content.rgb.shape[:2], options.size)
+    return resume if resume.fits(final, level_sizes(options)) else None
 
 
 def _watching(advance, saver: checkpoints.Checkpointer, stylizer, options: StyleOptions):
@@ -197,7 +194,7 @@ def features_command(args: argparse.Namespace) -> int:
 
 
 def weights_fetch(args: argparse.Namespace) -> int:
-    """`stylebatch weights fetch`: VGG19 into the cache, resumable, MD5-checked."""
+    """`stylebatch weights fetch`: VGG19 into the cache, MD5-checked."""
     from stylecore import fetch
 
     dest = args.output or fetch.default_vgg19_path()

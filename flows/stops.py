@@ -26,6 +26,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _asked = threading.Event()
 _signal: list[int] = []  # the first signal received, for the exit code and the messages
 _listeners: list[Callable[[int], None]] = []  # told the signal's number when a stop is asked
+_at_once: list[Callable[[], None]] = []  # run just before a second signal ends the process
 READ_EVERY = 1.0  # seconds between a Dask worker's reads of its flow run's stop
 _read: dict[str, tuple[float, int | None]] = {}  # flow run id: (when last read, its signal)
 SCHEDULER_KEY = "stylebatch-stop"  # the scheduler's metadata: {flow run id: signal number}
@@ -59,6 +60,11 @@ def request(signum: int = signal.SIGTERM) -> None:
     _asked.set()
     for listener in list(_listeners):
         listener(_signal[0])
+
+
+def before_ending_at_once(clean_up: Callable[[], None]) -> None:
+    """Have a second signal run `clean_up` (quick, never raising) before it ends the process."""
+    _at_once.append(clean_up)
 
 
 def reset() -> None:
@@ -98,6 +104,8 @@ def _received(signum: int) -> None:
         # on a line of its own: the signal may have come in the middle of a log line
         print(f"\nstylebatch: {name} {again}: stopped at once", file=sys.stderr)
         sys.stderr.flush()
+        for clean_up in _at_once:  # a checkpoint being written: no temporary file left behind
+            clean_up()
         os._exit(128 + signum)
     request(signum)  # quietly: the run ends with one line that says what was stopped
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
+from flows import stops
 from flows.storage.errors import StorageError, locate, os_errors
 from flows.uri import Uri, show
 
@@ -101,6 +102,7 @@ def _write(path: str, chunks: Iterable[bytes], exclusive: bool) -> bool:
     os.makedirs(folder, exist_ok=True)
     _sweep(folder)
     temp = _temp_name(folder, base)
+    _writing.add(temp)
     try:
         _write_synced(temp, chunks)
         if exclusive and not _link_new(temp, path):
@@ -110,8 +112,23 @@ def _write(path: str, chunks: Iterable[bytes], exclusive: bool) -> bool:
     finally:
         with suppress(FileNotFoundError):
             os.unlink(temp)
+        _writing.discard(temp)
     _sync_folder(folder)
     return True
+
+
+_writing: set[str] = set()  # this process's temporary files, while they are written
+
+
+def abandon_writes() -> None:
+    """Remove the temporary files this process is writing: it is about to end at once (a second
+    signal), and would leave them to the next writer's sweep."""
+    for temp in list(_writing):
+        with suppress(OSError):
+            os.unlink(temp)
+
+
+stops.before_ending_at_once(abandon_writes)
 
 
 def _write_synced(temp: str, chunks: Iterable[bytes]) -> None:
